@@ -1,0 +1,1065 @@
+// Tree → composefs EROFS image (erofs.md).
+//
+// One code path for all three format versions:
+//   V0/V1 ("Epoch1") — byte-identical to C `mkcomposefs` (lcfs-writer-erofs.c);
+//   V2    ("Epoch2") — byte-identical to composefs-rs's legacy V2 writer.
+//
+// The writer never touches the caller's tree: the Epoch1 root stubs and the
+// whiteout escaping live only in the flat inode array built here.
+//
+// Pipeline (each step a loop over a flat array, no recursion):
+//   1. validate   — one walk: names, stats, contents, hardlink counts (§2)
+//   2. collect    — inode order (BFS for Epoch1 incl. stubs, DFS for V2),
+//                   directory entry lists, per-inode xattr lists (§6)
+//   3. xattrs     — intern (name, value), share the repeated ones (§7)
+//   4. layout     — every size, padding and offset (§8–§11); decisions only
+//                   depend on sizes, never on offset *values* being known
+//   5. emit       — one preallocated buffer, every struct at its offset
+//
+// C quirks reproduced on purpose are marked "C:".
+
+import type { BStr } from "../bytes.ts";
+import { displayBstr } from "../bytes.ts";
+import { CfsError } from "../errors.ts";
+import type { Dir, Leaf, Node, Regular, Stat } from "../tree.ts";
+import { objectPath, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../tree.ts";
+import {
+  BLOCK_SIZE,
+  CHUNK_FORMAT_BLKBITS_MASK,
+  COMPACT_INODE_SIZE,
+  COMPOSEFS_FEATURE_COMPAT,
+  COMPOSEFS_FLAG_HAS_ACL,
+  COMPOSEFS_HEADER_VERSION,
+  COMPOSEFS_MAGIC,
+  DataLayout,
+  DIRENT_SIZE,
+  EROFS_INODES_START,
+  EROFS_NAME_LEN,
+  EROFS_SUPER_OFFSET,
+  EXTENDED_INODE_SIZE,
+  type FormatEpoch,
+  type FormatVersion,
+  INODE_SLOT_SIZE,
+  InodeLayout,
+  MAX_NONINLINE_CHUNKS,
+  V2_CHUNK_FORMAT,
+  XATTR_ENTRY_HEADER_SIZE,
+  XATTR_ESCAPED_OPAQUE,
+  XATTR_ESCAPED_WHITEOUT,
+  XATTR_ESCAPED_WHITEOUTS,
+  XATTR_FILTER_SEED,
+  XATTR_IBODY_HEADER_SIZE,
+  XATTR_LONG_PREFIX,
+  XATTR_OVERLAY_ESCAPED_PREFIX,
+  XATTR_OVERLAY_METACOPY,
+  XATTR_OVERLAY_OPAQUE,
+  XATTR_OVERLAY_PREFIX,
+  XATTR_OVERLAY_REDIRECT,
+  XATTR_POSIX_ACL_ACCESS,
+  XATTR_POSIX_ACL_DEFAULT,
+  XATTR_SECURITY_SELINUX,
+  XATTR_USERXATTR_OPAQUE,
+  XATTR_USERXATTR_WHITEOUT,
+  XATTR_USERXATTR_WHITEOUTS,
+  XATTR_VALUE_MAX,
+  emptySuperblock,
+  encodeMetacopy,
+  epochOf,
+  iFormat,
+  splitXattrName,
+  writeComposefsHeader,
+  writeCompactInode,
+  writeDirent,
+  writeExtendedInode,
+  writeSuperblock,
+  writeXattrEntryHeader,
+  writeXattrIbodyHeader,
+  xattrEntrySize,
+  xattrIcount,
+} from "./format.ts";
+import { xxh32 } from "../xxhash.ts";
+
+export interface WriteErofsOptions {
+  /** composefs format version: 0/1 = C mkcomposefs compatible, 2 = legacy composefs-rs. */
+  version: FormatVersion;
+}
+
+/** Longest symlink target accepted (PATH_MAX − 1, the C limit). */
+export const SYMLINK_MAX = 4095;
+
+// ---- version choice (erofs.md §12) -------------------------------------------------------------
+
+/**
+ * The format version C `mkcomposefs` would write for this tree.
+ * `min`/`max` are `--min-version`/`--max-version` (undefined = not given):
+ * neither given → 0..1; one given → the other is 0; max is raised to min;
+ * values above 1 are refused. The result is min, bumped to 1 when
+ * min < 1 ≤ max and the tree contains a whiteout (chr 0:0).
+ */
+export function chooseVersion(root: Dir, min?: number, max?: number): 0 | 1 {
+  let lo: number;
+  let hi: number;
+  if (min === undefined && max === undefined) {
+    lo = 0;
+    hi = 1;
+  } else {
+    lo = min ?? 0;
+    hi = max ?? 0;
+  }
+  for (const [flag, v] of [["--min-version", lo], ["--max-version", hi]] as const) {
+    if (!Number.isInteger(v) || v < 0 || v > 1) {
+      throw new CfsError(flag, `unsupported format version ${v} (C mkcomposefs writes 0 or 1)`);
+    }
+  }
+  if (hi < lo) hi = lo;
+  if (lo < 1 && hi >= 1 && containsWhiteout(root)) return 1;
+  return lo as 0 | 1;
+}
+
+function containsWhiteout(root: Dir): boolean {
+  const stack: Dir[] = [root];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    for (const child of dir.entries.values()) {
+      if (child.kind === "dir") stack.push(child);
+      else if (child.content.type === "chr" && child.content.rdev === 0) return true;
+    }
+  }
+  return false;
+}
+
+// ---- internal model ------------------------------------------------------------------------------
+
+// Inode kinds (after whiteout escaping). Index into TYPE_BITS / FILE_TYPES.
+const K_DIR = 0;
+const K_REG = 1;
+const K_LNK = 2;
+const K_CHR = 3;
+const K_BLK = 4;
+const K_FIFO = 5;
+const K_SOCK = 6;
+const TYPE_BITS = [S_IFDIR, S_IFREG, S_IFLNK, S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK];
+const FILE_TYPES = [2, 1, 7, 3, 4, 5, 6];
+
+function kindOf(node: Node): number {
+  if (node.kind === "dir") return K_DIR;
+  switch (node.content.type) {
+    case "regular": return K_REG;
+    case "symlink": return K_LNK;
+    case "chr": return K_CHR;
+    case "blk": return K_BLK;
+    case "fifo": return K_FIFO;
+    case "socket": return K_SOCK;
+  }
+}
+
+/** One distinct (full name, value) pair of the whole image. */
+class XEnt {
+  count = 0;
+  /** Byte offset inside the shared table, or -1 when not shared. */
+  sharedOff = -1;
+  readonly entrySize: number;
+  constructor(
+    readonly name: BStr,
+    readonly value: Uint8Array,
+    readonly index: number,
+    readonly suffix: BStr,
+    readonly filterBit: number,
+  ) {
+    this.entrySize = xattrEntrySize(suffix.length, value.byteLength);
+  }
+}
+
+class Inode {
+  /** Full xattr names/values while collecting (finalised into `xattrs`). */
+  xnames: BStr[] = [];
+  xvalues: Uint8Array[] = [];
+  xattrs: XEnt[] = [];
+  /** Directories: entry names (sorted, incl. "." and "..") and their target nodes. */
+  names: BStr[] | null = null;
+  targets: Node[] | null = null;
+  /** Directories: inode index of each entry, resolved after collection. */
+  targetIdx: Int32Array | null = null;
+  /** Directories: index of the first entry of each full block, then the first tail entry. */
+  blockStarts: number[] | null = null;
+
+  // -- layout results --
+  size: number | bigint = 0;
+  dataLayout: number = DataLayout.FLAT_PLAIN;
+  /** Bytes stored inline after the xattr block. */
+  tail = 0;
+  /** Data blocks owned by this inode. */
+  nBlocks = 0;
+  /** i_u apart from the block address (rdev, chunk format). */
+  iu = 0;
+  /** Chunk-based: number of chunk index entries (4 bytes each). */
+  chunks = 0;
+  compact = false;
+  hdrSize = EXTENDED_INODE_SIZE;
+  xattrSize = 0;
+  nShared = 0;
+  filter = 0;
+  offset = 0;
+  blockOffset = 0;
+
+  constructor(
+    readonly node: Node,
+    /** After escaping (an escaped whiteout is K_REG). */
+    public kind: number,
+    readonly stat: Stat,
+    public nlink: number,
+  ) {}
+}
+
+// ---- validation (erofs.md §2) -------------------------------------------------------------------
+
+interface Validated {
+  /** Directory entries referring to each leaf. */
+  refs: Map<Leaf, number>;
+  /** Leaves with more than one reference exist. */
+  hasHardlinks: boolean;
+}
+
+function pathOf(prefix: BStr, name: BStr): string {
+  return displayBstr(prefix + name);
+}
+
+function validateStat(stat: Stat, where: () => string): void {
+  const { mode, uid, gid, mtimeSec, mtimeNsec } = stat;
+  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new CfsError(where(), `invalid permission bits ${mode}`);
+  if (!Number.isInteger(uid) || uid < 0 || uid > 0xffffffff) throw new CfsError(where(), `uid ${uid} out of range`);
+  if (!Number.isInteger(gid) || gid < 0 || gid > 0xffffffff) throw new CfsError(where(), `gid ${gid} out of range`);
+  if (!Number.isSafeInteger(mtimeSec)) throw new CfsError(where(), `mtime seconds ${mtimeSec} out of range`);
+  if (!Number.isInteger(mtimeNsec) || mtimeNsec < 0 || mtimeNsec > 999_999_999) {
+    throw new CfsError(where(), `mtime nanoseconds ${mtimeNsec} out of range`);
+  }
+  for (const [name, value] of stat.xattrs) {
+    if (name.length === 0) throw new CfsError(where(), "empty xattr name");
+    if (name.length > EROFS_NAME_LEN) throw new CfsError(where(), `xattr name longer than ${EROFS_NAME_LEN} bytes`);
+    if (value.byteLength > XATTR_VALUE_MAX) {
+      throw new CfsError(where(), `xattr ${displayBstr(name)}: value longer than ${XATTR_VALUE_MAX} bytes`);
+    }
+  }
+}
+
+function validateTree(root: Dir, epoch: FormatEpoch): Validated {
+  const refs = new Map<Leaf, number>();
+  const seenDirs = new Set<Dir>([root]);
+  const checkedLeaves = new Set<Leaf>();
+  let hasHardlinks = false;
+  validateStat(root.stat, () => "/");
+  const stack: { dir: Dir; prefix: BStr }[] = [{ dir: root, prefix: "/" }];
+  while (stack.length > 0) {
+    const { dir, prefix } = stack.pop()!;
+    for (const [name, child] of dir.entries) {
+      if (name.length === 0) throw new CfsError(displayBstr(prefix), "empty file name");
+      if (name.length > EROFS_NAME_LEN) throw new CfsError(pathOf(prefix, name), `file name longer than ${EROFS_NAME_LEN} bytes`);
+      if (name === "." || name === ".." || name.includes("/") || name.includes("\0")) {
+        throw new CfsError(pathOf(prefix, name), "invalid file name");
+      }
+      if (child.kind === "dir") {
+        if (seenDirs.has(child)) throw new CfsError(pathOf(prefix, name), "directory linked more than once");
+        seenDirs.add(child);
+        validateStat(child.stat, () => pathOf(prefix, name));
+        stack.push({ dir: child, prefix: prefix + name + "/" });
+        continue;
+      }
+      const n = (refs.get(child) ?? 0) + 1;
+      refs.set(child, n);
+      if (n > 1) {
+        hasHardlinks = true;
+        if (child.content.type === "chr" && child.content.rdev === 0) {
+          throw new CfsError(pathOf(prefix, name), "a whiteout (chr 0:0) cannot be hardlinked");
+        }
+        continue;
+      }
+      if (checkedLeaves.has(child)) continue;
+      checkedLeaves.add(child);
+      const where = () => pathOf(prefix, name);
+      validateStat(child.stat, where);
+      if (child.nlink !== undefined && (!Number.isInteger(child.nlink) || child.nlink < 0 || child.nlink > 0xffffffff)) {
+        throw new CfsError(where(), `nlink ${child.nlink} out of range`);
+      }
+      const c = child.content;
+      switch (c.type) {
+        case "symlink":
+          if (c.target.byteLength === 0) throw new CfsError(where(), "empty symlink target");
+          if (c.target.byteLength > SYMLINK_MAX) throw new CfsError(where(), `symlink target longer than ${SYMLINK_MAX} bytes`);
+          break;
+        case "chr":
+        case "blk":
+          if (!Number.isInteger(c.rdev) || c.rdev < 0) throw new CfsError(where(), `invalid device number ${c.rdev}`);
+          break;
+        case "regular":
+          validateRegular(c, epoch, where);
+          break;
+        default:
+          break;
+      }
+    }
+  }
+  return { refs, hasHardlinks };
+}
+
+function validateRegular(c: Regular, epoch: FormatEpoch, where: () => string): void {
+  if (c.inline !== null) {
+    // V2 stores the whole content inline (one FLAT_INLINE tail): it must fit a block.
+    if (epoch === 2 && c.inline.byteLength >= BLOCK_SIZE) {
+      throw new CfsError(where(), `inline content of ${c.inline.byteLength} bytes does not fit a V2 image (at most ${BLOCK_SIZE - 1})`);
+    }
+    return;
+  }
+  if (c.size < 0n || c.size > 0xffffffffffffffffn) throw new CfsError(where(), `file size ${c.size} out of range`);
+  if (c.digest !== null && c.digest.byteLength !== 32 && c.digest.byteLength !== 64) {
+    throw new CfsError(where(), `fs-verity digest of ${c.digest.byteLength} bytes (expected 32 or 64)`);
+  }
+  if (epoch === 1 && c.size > BigInt(MAX_NONINLINE_CHUNKS) << 43n) {
+    // C: lcfs_node_validate → EFBIG ("File too large").
+    throw new CfsError(where(), `file too large (${c.size} bytes; at most 2^53 in a V0/V1 image)`);
+  }
+}
+
+// ---- chunk-based files (erofs.md §9.3) ---------------------------------------------------------------
+
+/** Number of significant bits of a non-negative integer below 2^53. */
+function bitLength(n: number): number {
+  if (n < 0x100000000) return 32 - Math.clz32(n);
+  return 64 - Math.clz32(Math.floor(n / 0x100000000));
+}
+
+/** chunkbits = max(12, bitlen(size − 1)), at most 12 + 31. */
+function chunkBits(size: number): number {
+  let bits = size > 1 ? bitLength(size - 1) : 1;
+  if (bits < 12) bits = 12;
+  if (bits - 12 > CHUNK_FORMAT_BLKBITS_MASK) bits = 12 + CHUNK_FORMAT_BLKBITS_MASK;
+  return bits;
+}
+
+function chunkCount(size: number): number {
+  return Math.ceil(size / 2 ** chunkBits(size));
+}
+
+// ---- collection (erofs.md §6) ---------------------------------------------------------------------------
+
+const HEX = "0123456789abcdef";
+
+function isWhiteoutLeaf(leaf: Leaf): boolean {
+  return leaf.content.type === "chr" && leaf.content.rdev === 0;
+}
+
+/** Insert "." and ".." into a sorted name list, keeping byte order. */
+function withDots(names: BStr[], targets: Node[], self: Dir, parent: Dir): void {
+  for (const [dot, target] of [[".", self], ["..", parent]] as const) {
+    let i = 0;
+    while (i < names.length && names[i]! < dot) i++;
+    names.splice(i, 0, dot);
+    targets.splice(i, 0, target);
+  }
+}
+
+class Collector {
+  readonly inodes: Inode[] = [];
+  readonly index = new Map<Node, number>();
+  readonly renamed = new Map<BStr, BStr>();
+
+  constructor(
+    readonly epoch: FormatEpoch,
+    readonly version: FormatVersion,
+    readonly refs: Map<Leaf, number>,
+  ) {}
+
+  /** `trusted.overlay.X` → `trusted.overlay.overlay.X` (cached per name). */
+  escapeName(name: BStr): BStr {
+    let r = this.renamed.get(name);
+    if (r === undefined) {
+      r = name.startsWith(XATTR_OVERLAY_PREFIX) ? XATTR_OVERLAY_ESCAPED_PREFIX + name.slice(XATTR_OVERLAY_PREFIX.length) : name;
+      this.renamed.set(name, r);
+    }
+    return r;
+  }
+
+  linkCount(leaf: Leaf): number {
+    return leaf.nlink ?? this.refs.get(leaf) ?? 1;
+  }
+
+  push(node: Node, nlink: number): Inode {
+    const ino = new Inode(node, kindOf(node), node.stat, nlink);
+    this.index.set(node, this.inodes.length);
+    this.inodes.push(ino);
+    if (node.kind === "leaf" && node.content.type === "regular") this.contentXattrs(ino, node.content);
+    this.userXattrs(ino, node.stat);
+    return ino;
+  }
+
+  /** metacopy / redirect for metadata-only regular files (§6.5 step 1). */
+  contentXattrs(ino: Inode, c: Regular): void {
+    if (c.inline !== null) return;
+    if (this.epoch === 1) {
+      // C: every regular file with size > 0 and no inline content.
+      if (c.size <= 0n) return;
+      ino.xnames.push(XATTR_OVERLAY_METACOPY);
+      ino.xvalues.push(c.digest !== null ? encodeMetacopy(c.digest) : EMPTY);
+      if (c.payload !== null && c.payload.length > 0) {
+        ino.xnames.push(XATTR_OVERLAY_REDIRECT);
+        ino.xvalues.push(latin1Bytes("/" + c.payload));
+      }
+      return;
+    }
+    // composefs-rs: External (digest), ExternalNoVerity (object path), Sparse.
+    if (c.digest !== null) {
+      ino.xnames.push(XATTR_OVERLAY_METACOPY, XATTR_OVERLAY_REDIRECT);
+      ino.xvalues.push(encodeMetacopy(c.digest), latin1Bytes("/" + objectPath(c.digest)));
+    } else if (c.payload !== null && c.payload.length > 0) {
+      ino.xnames.push(XATTR_OVERLAY_METACOPY, XATTR_OVERLAY_REDIRECT);
+      ino.xvalues.push(EMPTY, latin1Bytes("/" + c.payload));
+    } else if (c.size > 0n) {
+      ino.xnames.push(XATTR_OVERLAY_METACOPY);
+      ino.xvalues.push(EMPTY);
+    }
+  }
+
+  /** The node's own xattrs, `trusted.overlay.*` escaped, in order of their original names. */
+  userXattrs(ino: Inode, stat: Stat): void {
+    if (stat.xattrs.size === 0) return;
+    const names = [...stat.xattrs.keys()];
+    if (names.length > 1) names.sort();
+    for (const name of names) {
+      const renamed = this.escapeName(name);
+      if (this.epoch === 1) setXattr(ino, renamed, stat.xattrs.get(name)!);
+      else {
+        ino.xnames.push(renamed);
+        ino.xvalues.push(stat.xattrs.get(name)!);
+      }
+    }
+  }
+
+  /** Epoch1: breadth-first order, stubs, whiteout escaping (§6.1, §6.4). */
+  collectBfs(root: Dir, hasHardlinks: boolean): void {
+    // Canonical occurrence of every hardlinked leaf: first one in depth-first order.
+    const canonical = hasHardlinks ? this.canonicalOccurrences(root) : null;
+
+    // Root stubs 00..ff (synthetic; never part of the caller's tree).
+    const stubs = new Set<Leaf>();
+    const rootNames = [...root.entries.keys()];
+    const rootTargets = new Map<BStr, Node>(root.entries);
+    const selinux = root.stat.xattrs.get(XATTR_SECURITY_SELINUX);
+    for (let i = 0; i < 256; i++) {
+      const name = HEX[i >> 4]! + HEX[i & 15]!;
+      if (rootTargets.has(name)) continue;
+      const xattrs = new Map<BStr, Uint8Array>();
+      if (selinux !== undefined) xattrs.set(XATTR_SECURITY_SELINUX, selinux);
+      const stub: Leaf = {
+        kind: "leaf",
+        stat: {
+          mode: 0o644,
+          uid: root.stat.uid,
+          gid: root.stat.gid,
+          mtimeSec: root.stat.mtimeSec,
+          mtimeNsec: root.stat.mtimeNsec,
+          xattrs,
+        },
+        content: { type: "chr", rdev: 0 },
+      };
+      stubs.add(stub);
+      rootNames.push(name);
+      rootTargets.set(name, stub);
+    }
+
+    this.push(root, 0);
+    const queue: { dir: Dir; parent: Dir }[] = [{ dir: root, parent: root }];
+    for (let q = 0; q < queue.length; q++) {
+      const { dir, parent } = queue[q]!;
+      const me = this.inodes[this.index.get(dir)!]!;
+      const children = dir === root ? rootTargets : dir.entries;
+      const names = dir === root ? rootNames : [...dir.entries.keys()];
+      names.sort();
+      const targets: Node[] = new Array(names.length);
+      let subdirs = 0;
+      let hasWhiteout = false;
+      for (let i = 0; i < names.length; i++) {
+        const name = names[i]!;
+        const child = children.get(name)!;
+        targets[i] = child;
+        if (child.kind === "dir") {
+          subdirs++;
+          this.push(child, 0);
+          queue.push({ dir: child, parent: dir });
+          continue;
+        }
+        if (this.index.has(child)) continue; // a later link of an already numbered leaf
+        if (canonical !== null) {
+          const at = canonical.get(child);
+          if (at !== undefined && (at.dir !== dir || at.name !== name)) continue; // numbered at its canonical place
+        }
+        if (stubs.has(child)) {
+          this.push(child, 1);
+          continue;
+        }
+        const ino = this.push(child, this.linkCount(child));
+        if (isWhiteoutLeaf(child)) {
+          // Escape the user's whiteout into a regular file (C: add_overlayfs_xattrs).
+          ino.kind = K_REG;
+          setXattr(ino, XATTR_ESCAPED_WHITEOUT, EMPTY);
+          setXattr(ino, XATTR_USERXATTR_WHITEOUT, EMPTY);
+          hasWhiteout = true;
+        }
+      }
+      me.nlink = 2 + subdirs;
+      if (hasWhiteout) {
+        setXattr(me, XATTR_ESCAPED_WHITEOUTS, EMPTY);
+        setXattr(me, XATTR_USERXATTR_WHITEOUTS, EMPTY);
+        if (this.version >= 1) {
+          setXattr(me, XATTR_ESCAPED_OPAQUE, OPAQUE_X);
+          setXattr(me, XATTR_USERXATTR_OPAQUE, OPAQUE_X);
+        }
+      }
+      withDots(names, targets, dir, parent);
+      me.names = names;
+      me.targets = targets;
+    }
+    setXattr(this.inodes[0]!, XATTR_OVERLAY_OPAQUE, OPAQUE_Y);
+  }
+
+  /** First depth-first (dumpfile order) occurrence of each hardlinked leaf. */
+  canonicalOccurrences(root: Dir): Map<Leaf, { dir: Dir; name: BStr }> {
+    const out = new Map<Leaf, { dir: Dir; name: BStr }>();
+    const stack: { dir: Dir; names: BStr[]; i: number }[] = [{ dir: root, names: [...root.entries.keys()].sort(), i: 0 }];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      if (top.i >= top.names.length) {
+        stack.pop();
+        continue;
+      }
+      const name = top.names[top.i++]!;
+      const child = top.dir.entries.get(name)!;
+      if (child.kind === "dir") {
+        stack.push({ dir: child, names: [...child.entries.keys()].sort(), i: 0 });
+      } else if ((this.refs.get(child) ?? 0) > 1 && !out.has(child)) {
+        out.set(child, { dir: top.dir, name });
+      }
+    }
+    return out;
+  }
+
+  /** V2: depth-first order, directory before its children (§6.3). */
+  collectDfs(root: Dir): void {
+    interface Frame { dir: Dir; me: Inode; names: BStr[]; targets: Node[]; i: number; subdirs: number; parent: Dir }
+    const open = (dir: Dir, parent: Dir): Frame => {
+      const me = this.push(dir, 0);
+      const names = [...dir.entries.keys()].sort();
+      return { dir, me, names, targets: new Array(names.length), i: 0, subdirs: 0, parent };
+    };
+    const stack: Frame[] = [open(root, root)];
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1]!;
+      if (top.i >= top.names.length) {
+        top.me.nlink = 2 + top.subdirs;
+        withDots(top.names, top.targets, top.dir, top.parent);
+        top.me.names = top.names;
+        top.me.targets = top.targets;
+        stack.pop();
+        continue;
+      }
+      const i = top.i++;
+      const child = top.dir.entries.get(top.names[i]!)!;
+      top.targets[i] = child;
+      if (child.kind === "dir") {
+        top.subdirs++;
+        stack.push(open(child, top.dir));
+      } else if (!this.index.has(child)) {
+        this.push(child, this.linkCount(child));
+      }
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);
+const OPAQUE_X = new Uint8Array([0x78]);
+const OPAQUE_Y = new Uint8Array([0x79]);
+
+function latin1Bytes(s: BStr): Uint8Array {
+  return new Uint8Array(Buffer.from(s, "latin1"));
+}
+
+/** C lcfs_node_set_xattr: replace the value of an existing name, else append. */
+function setXattr(ino: Inode, name: BStr, value: Uint8Array): void {
+  const i = ino.xnames.indexOf(name);
+  if (i >= 0) ino.xvalues[i] = value;
+  else {
+    ino.xnames.push(name);
+    ino.xvalues.push(value);
+  }
+}
+
+// ---- xattr interning and sharing (erofs.md §7) ---------------------------------------------------------
+
+interface SharedTable {
+  entries: XEnt[];
+  size: number;
+  hasAcl: boolean;
+}
+
+function valueKey(v: Uint8Array): string {
+  return v.byteLength === 0 ? "" : Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("latin1");
+}
+
+function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  return Buffer.compare(a, b);
+}
+
+/** Epoch1 full-key order: name bytes, then value length, then value bytes (C xattrs_ht_sort). */
+function cmpFullKey(a: XEnt, b: XEnt): number {
+  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
+  if (a.value.byteLength !== b.value.byteLength) return a.value.byteLength - b.value.byteLength;
+  return compareBytes(a.value, b.value);
+}
+
+/** V2 order: (prefix index, suffix bytes, value bytes). */
+function cmpV2(a: XEnt, b: XEnt): number {
+  if (a.index !== b.index) return a.index - b.index;
+  if (a.suffix !== b.suffix) return a.suffix < b.suffix ? -1 : 1;
+  return compareBytes(a.value, b.value);
+}
+
+function internXattrs(inodes: Inode[], epoch: FormatEpoch): SharedTable {
+  const table = new Map<string, XEnt>();
+  const bits = new Map<BStr, { index: number; suffix: BStr; bit: number }>();
+  const all: XEnt[] = [];
+  let hasAcl = false;
+  for (const ino of inodes) {
+    const n = ino.xnames.length;
+    if (n === 0) continue;
+    let order: number[] | null = null;
+    if (epoch === 1 && n > 1) {
+      // C: qsort by key (names are unique within an inode).
+      order = Array.from({ length: n }, (_, i) => i);
+      const names = ino.xnames;
+      order.sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0));
+    }
+    const list: XEnt[] = new Array(n);
+    for (let k = 0; k < n; k++) {
+      const i = order === null ? k : order[k]!;
+      const name = ino.xnames[i]!;
+      const value = ino.xvalues[i]!;
+      const key = name + "\0" + valueKey(value);
+      let x = table.get(key);
+      if (x === undefined) {
+        let b = bits.get(name);
+        if (b === undefined) {
+          const { index, suffix } = splitXattrName(name, epoch);
+          const bit = xxh32(Buffer.from(suffix, "latin1"), XATTR_FILTER_SEED + index) & 31;
+          b = { index, suffix, bit };
+          bits.set(name, b);
+        }
+        x = new XEnt(name, value, b.index, b.suffix, b.bit);
+        table.set(key, x);
+        all.push(x);
+        if (name === XATTR_POSIX_ACL_ACCESS || name === XATTR_POSIX_ACL_DEFAULT) hasAcl = true;
+      }
+      x.count++;
+      list[k] = x;
+    }
+    ino.xattrs = list;
+    ino.xnames = [];
+    ino.xvalues = [];
+  }
+  const shared = all.filter((x) => x.count > 1);
+  if (epoch === 1) shared.sort((a, b) => cmpFullKey(b, a)); // descending
+  else shared.sort(cmpV2);
+  let off = 0;
+  for (const x of shared) {
+    x.sharedOff = off;
+    off += x.entrySize;
+  }
+  return { entries: shared, size: off, hasAcl: epoch === 1 && hasAcl };
+}
+
+// ---- layout (erofs.md §8–§11) ------------------------------------------------------------------------------
+
+interface Layout {
+  inodesEnd: number;
+  sharedStart: number;
+  dataStart: number;
+  end: number;
+  minSec: number;
+  minNsec: number;
+}
+
+/** Directory packing (§9.1): block starts and tail; size = 4096 × blocks + tail bytes. */
+function packDirectory(ino: Inode): void {
+  const names = ino.names!;
+  const starts: number[] = [];
+  let used = 0;
+  let first = 0;
+  for (let i = 0; i < names.length; i++) {
+    const len = DIRENT_SIZE + names[i]!.length;
+    if (used + len > BLOCK_SIZE) {
+      starts.push(first);
+      first = i;
+      used = 0;
+    }
+    used += len;
+  }
+  // Never inline more than half a block.
+  if (used > BLOCK_SIZE / 2) {
+    starts.push(first);
+    first = names.length;
+    used = 0;
+  }
+  starts.push(first); // start of the inline tail (== names.length when none)
+  ino.blockStarts = starts;
+  ino.nBlocks = starts.length - 1;
+  ino.tail = used;
+  ino.size = ino.nBlocks * BLOCK_SIZE + used;
+}
+
+/** Size, layout and tail of one inode before placement (independent of position). */
+function shapeInode(ino: Inode, epoch: FormatEpoch): void {
+  switch (ino.kind) {
+    case K_DIR:
+      packDirectory(ino);
+      ino.dataLayout = ino.tail > 0 ? DataLayout.FLAT_INLINE : DataLayout.FLAT_PLAIN;
+      return;
+    case K_LNK: {
+      const len = (ino.node as Leaf & { content: { type: "symlink" } }).content.target.byteLength;
+      ino.size = len;
+      ino.tail = len;
+      ino.dataLayout = DataLayout.FLAT_INLINE;
+      return;
+    }
+    case K_CHR:
+    case K_BLK: {
+      const c = (ino.node as Leaf).content as { rdev: number };
+      ino.iu = c.rdev >>> 0; // the image keeps the low 32 bits of dev_t
+      return;
+    }
+    case K_REG:
+      break;
+    default:
+      return; // fifo, socket: FLAT_PLAIN, size 0
+  }
+  const leaf = ino.node as Leaf;
+  if (leaf.content.type !== "regular") return; // escaped whiteout: empty regular file
+  const c = leaf.content;
+  if (c.inline !== null) {
+    const len = c.inline.byteLength;
+    ino.size = len;
+    if (len === 0) return;
+    if (epoch === 2) {
+      ino.tail = len;
+      ino.dataLayout = DataLayout.FLAT_INLINE;
+      return;
+    }
+    let nb = Math.floor(len / BLOCK_SIZE);
+    let tail = len % BLOCK_SIZE;
+    if (tail > BLOCK_SIZE / 2) {
+      nb++;
+      tail = 0;
+    }
+    ino.nBlocks = nb;
+    ino.tail = tail;
+    ino.dataLayout = tail > 0 ? DataLayout.FLAT_INLINE : DataLayout.FLAT_PLAIN;
+    return;
+  }
+  if (epoch === 1) {
+    if (c.size === 0n) return; // C: an empty file, whatever payload/digest say
+    const size = Number(c.size);
+    ino.size = size;
+    ino.dataLayout = DataLayout.CHUNK_BASED;
+    ino.iu = chunkBits(size) - 12;
+    ino.chunks = chunkCount(size);
+    ino.tail = 4 * ino.chunks;
+    return;
+  }
+  // V2: External → one null chunk index; ExternalNoVerity / Sparse → none.
+  if (c.digest === null && (c.payload === null || c.payload.length === 0) && c.size === 0n) return;
+  ino.size = c.size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(c.size) : c.size;
+  ino.dataLayout = DataLayout.CHUNK_BASED;
+  ino.iu = V2_CHUNK_FORMAT;
+  ino.chunks = c.digest !== null ? 1 : 0;
+  ino.tail = 4 * ino.chunks;
+}
+
+function mtimeLess(aSec: number, aNsec: number, bSec: number, bNsec: number): boolean {
+  return aSec < bSec || (aSec === bSec && aNsec < bNsec);
+}
+
+function layout(inodes: Inode[], shared: SharedTable, epoch: FormatEpoch): Layout {
+  let minSec = 0;
+  let minNsec = 0;
+  if (epoch === 1) {
+    minSec = inodes[0]!.stat.mtimeSec;
+    minNsec = inodes[0]!.stat.mtimeNsec;
+    for (const ino of inodes) {
+      if (mtimeLess(ino.stat.mtimeSec, ino.stat.mtimeNsec, minSec, minNsec)) {
+        minSec = ino.stat.mtimeSec;
+        minNsec = ino.stat.mtimeNsec;
+      }
+    }
+  }
+
+  let pos = EROFS_INODES_START;
+  for (const ino of inodes) {
+    shapeInode(ino, epoch);
+
+    // Xattr block: shared references (Epoch1: at most 128, C's cap) then locals.
+    let nShared = 0;
+    let localSize = 0;
+    let names = 0;
+    for (const x of ino.xattrs) {
+      names |= 1 << x.filterBit;
+      if (x.sharedOff >= 0 && (epoch === 2 || nShared < XATTR_LONG_PREFIX)) nShared++;
+      else localSize += x.entrySize;
+    }
+    ino.nShared = nShared;
+    ino.filter = ~names >>> 0;
+    ino.xattrSize = ino.xattrs.length > 0 ? XATTR_IBODY_HEADER_SIZE + 4 * nShared + localSize : 0;
+    if (xattrIcount(ino.xattrSize) > 0xffff) {
+      throw new CfsError(describeInode(ino), `xattrs too large for one inode (${ino.xattrSize} bytes)`);
+    }
+    if (nShared > 255) throw new CfsError(describeInode(ino), "more than 255 shared xattrs on one inode");
+
+    const stat = ino.stat;
+    ino.compact =
+      epoch === 1 &&
+      stat.mtimeSec === minSec &&
+      stat.mtimeNsec === minNsec &&
+      ino.nlink <= 0xffff &&
+      stat.uid <= 0xffff &&
+      stat.gid <= 0xffff &&
+      typeof ino.size === "number" &&
+      ino.size <= 0xffffffff;
+    const H = ino.compact ? COMPACT_INODE_SIZE : EXTENDED_INODE_SIZE;
+    ino.hdrSize = H;
+    const X = ino.xattrSize;
+
+    pos = roundUp32(pos);
+    if (epoch === 1) {
+      if (ino.kind === K_LNK) {
+        // C: a symlink whose inode + xattrs + target reach a block moves its target
+        // to a data block; either way the inode must not straddle a block boundary
+        // (measured with the original, unpromoted size — old kernels need it).
+        const total = H + X + ino.tail;
+        if (total >= BLOCK_SIZE) {
+          ino.nBlocks = 1;
+          ino.tail = 0;
+          ino.dataLayout = DataLayout.FLAT_PLAIN;
+        }
+        if (Math.floor(pos / BLOCK_SIZE) !== Math.floor((pos + total - 1) / BLOCK_SIZE)) pos = roundUpBlock(pos);
+      } else if (ino.tail > 0) {
+        // The inline tail must not cross a block boundary.
+        const r = BLOCK_SIZE - ((pos + H + X) % BLOCK_SIZE);
+        if (r < ino.tail) {
+          const extra = roundUp32(r);
+          const r2 = BLOCK_SIZE - ((pos + H + X + extra) % BLOCK_SIZE);
+          if (ino.tail <= r2) {
+            pos += extra;
+          } else {
+            // C: does not fit even after padding — move it to a data block
+            // (only chunk index arrays are ever this large).
+            ino.nBlocks++;
+            ino.tail = 0;
+            pos = roundUpBlock(pos);
+          }
+        }
+      }
+    } else if (ino.dataLayout === DataLayout.FLAT_INLINE) {
+      // composefs-rs V2: metadata end and inline end must share a block.
+      const e = pos + H + X - 1;
+      const i = pos + H + X + (Number(ino.size) % BLOCK_SIZE);
+      if (Math.floor(e / BLOCK_SIZE) !== Math.floor(i / BLOCK_SIZE)) {
+        pos += BLOCK_SIZE - (e % BLOCK_SIZE);
+        pos = roundUp32(pos);
+      }
+    }
+    ino.offset = pos;
+    pos += H + X + ino.tail;
+  }
+  const inodesEnd = roundUp32(pos);
+  const dataStart = roundUpBlock(inodesEnd + shared.size);
+  let cur = dataStart;
+  for (const ino of inodes) {
+    ino.blockOffset = cur;
+    cur += ino.nBlocks * BLOCK_SIZE;
+  }
+  return { inodesEnd, sharedStart: inodesEnd, dataStart, end: cur, minSec, minNsec };
+}
+
+function roundUp32(n: number): number {
+  const r = n % INODE_SLOT_SIZE;
+  return r === 0 ? n : n + INODE_SLOT_SIZE - r;
+}
+
+function roundUpBlock(n: number): number {
+  return Math.ceil(n / BLOCK_SIZE) * BLOCK_SIZE;
+}
+
+function describeInode(ino: Inode): string {
+  return ino.node.kind === "dir" ? "directory" : `inode of type ${ino.node.content.type}`;
+}
+
+// ---- emit ------------------------------------------------------------------------------------------------------
+
+function emit(inodes: Inode[], shared: SharedTable, lay: Layout, version: FormatVersion): Uint8Array {
+  const epoch = epochOf(version);
+  const out = new Uint8Array(lay.end);
+  const dv = new DataView(out.buffer);
+  const buf = Buffer.from(out.buffer, 0, out.byteLength);
+
+  writeComposefsHeader(dv, 0, {
+    magic: COMPOSEFS_MAGIC,
+    version: COMPOSEFS_HEADER_VERSION,
+    flags: shared.hasAcl ? COMPOSEFS_FLAG_HAS_ACL : 0,
+    composefsVersion: version,
+  });
+  const sb = emptySuperblock();
+  sb.featureCompat = COMPOSEFS_FEATURE_COMPAT;
+  sb.rootNid = inodes[0]!.offset / INODE_SLOT_SIZE;
+  sb.inos = BigInt(inodes.length);
+  sb.blocks = lay.end / BLOCK_SIZE;
+  if (epoch === 1) {
+    sb.buildTime = BigInt(lay.minSec);
+    sb.buildTimeNsec = lay.minNsec;
+    sb.xattrBlkaddr = Math.floor(lay.inodesEnd / BLOCK_SIZE);
+  }
+  writeSuperblock(dv, EROFS_SUPER_OFFSET, sb);
+
+  // Shared xattr references: Epoch1 relative to xattr_blkaddr, V2 absolute.
+  const refBase = epoch === 1 ? lay.inodesEnd % BLOCK_SIZE : lay.sharedStart;
+
+  for (let idx = 0; idx < inodes.length; idx++) {
+    const ino = inodes[idx]!;
+    const stat = ino.stat;
+    let p = ino.offset;
+    const mode = TYPE_BITS[ino.kind]! | (stat.mode & 0o7777);
+    const blkaddr = ino.blockOffset / BLOCK_SIZE;
+    let u = ino.iu;
+    if (ino.dataLayout === DataLayout.CHUNK_BASED) {
+      if (ino.nBlocks > 0) u = ((blkaddr & 0xffff0000) | ino.iu) >>> 0; // C quirk: i_u.c.format overwrites the low half
+    } else if (ino.nBlocks > 0) {
+      u = blkaddr;
+    }
+    const icount = xattrIcount(ino.xattrSize);
+    if (ino.compact) {
+      writeCompactInode(dv, p, iFormat(InodeLayout.COMPACT, ino.dataLayout as DataLayout), icount, mode, ino.nlink,
+        ino.size as number, u, idx, stat.uid, stat.gid);
+    } else {
+      writeExtendedInode(dv, p, iFormat(InodeLayout.EXTENDED, ino.dataLayout as DataLayout), icount, mode, ino.size,
+        u, epoch === 1 ? idx : p / INODE_SLOT_SIZE, stat.uid, stat.gid, stat.mtimeSec,
+        epoch === 1 ? stat.mtimeNsec : 0, ino.nlink);
+    }
+    p += ino.hdrSize;
+
+    if (ino.xattrSize > 0) {
+      writeXattrIbodyHeader(dv, p, ino.filter, ino.nShared);
+      p += XATTR_IBODY_HEADER_SIZE;
+      let refs = 0;
+      for (const x of ino.xattrs) {
+        if (x.sharedOff >= 0 && refs < ino.nShared) {
+          dv.setUint32(p, (refBase + x.sharedOff) / 4, true);
+          p += 4;
+          refs++;
+        }
+      }
+      refs = 0;
+      for (const x of ino.xattrs) {
+        if (x.sharedOff >= 0 && refs < ino.nShared) {
+          refs++;
+          continue;
+        }
+        p = writeXattrEntry(dv, buf, out, p, x);
+      }
+    }
+
+    // Inline tail.
+    if (ino.tail > 0) {
+      if (ino.kind === K_DIR) {
+        const s = ino.blockStarts!;
+        writeDirBlock(dv, buf, inodes, ino, s[s.length - 1]!, ino.names!.length, p);
+      } else if (ino.kind === K_LNK) {
+        out.set((ino.node as Leaf & { content: { type: "symlink"; target: Uint8Array } }).content.target, p);
+      } else if (ino.dataLayout === DataLayout.CHUNK_BASED) {
+        out.fill(0xff, p, p + ino.tail);
+      } else {
+        const data = ((ino.node as Leaf).content as Regular).inline!;
+        out.set(data.subarray(data.byteLength - ino.tail), p);
+      }
+    }
+
+    // Data blocks.
+    if (ino.nBlocks > 0) {
+      const b = ino.blockOffset;
+      if (ino.kind === K_DIR) {
+        const s = ino.blockStarts!;
+        for (let k = 0; k < ino.nBlocks; k++) writeDirBlock(dv, buf, inodes, ino, s[k]!, s[k + 1]!, b + k * BLOCK_SIZE);
+      } else if (ino.kind === K_LNK) {
+        out.set((ino.node as Leaf & { content: { type: "symlink"; target: Uint8Array } }).content.target, b);
+      } else if (ino.dataLayout === DataLayout.CHUNK_BASED) {
+        out.fill(0xff, b, b + BLOCK_SIZE); // 1024 null chunk addresses
+      } else {
+        const data = ((ino.node as Leaf).content as Regular).inline!;
+        out.set(data.subarray(0, data.byteLength - ino.tail), b);
+      }
+    }
+  }
+
+  let p = lay.sharedStart;
+  for (const x of shared.entries) p = writeXattrEntry(dv, buf, out, p, x);
+  return out;
+}
+
+function writeXattrEntry(dv: DataView, buf: Buffer, out: Uint8Array, p: number, x: XEnt): number {
+  writeXattrEntryHeader(dv, p, x.suffix.length, x.index, x.value.byteLength);
+  let q = p + XATTR_ENTRY_HEADER_SIZE;
+  if (x.suffix.length > 0) q += buf.write(x.suffix, q, "latin1");
+  out.set(x.value, q);
+  return p + x.entrySize;
+}
+
+/** Entries [from, to) of a directory as one block (headers, then names) at `p`. */
+function writeDirBlock(dv: DataView, buf: Buffer, inodes: Inode[], dir: Inode, from: number, to: number, p: number): void {
+  const names = dir.names!;
+  const idx = dir.targetIdx!;
+  let nameoff = DIRENT_SIZE * (to - from);
+  let h = p;
+  for (let i = from; i < to; i++) {
+    const target = inodes[idx[i]!]!;
+    writeDirent(dv, h, target.offset / INODE_SLOT_SIZE, nameoff, FILE_TYPES[target.kind]!);
+    h += DIRENT_SIZE;
+    nameoff += names[i]!.length;
+  }
+  for (let i = from; i < to; i++) h += buf.write(names[i]!, h, "latin1");
+}
+
+// ---- entry point -------------------------------------------------------------------------------------------------
+
+/**
+ * Writes `root` as a composefs EROFS image of the given format version.
+ * Throws CfsError (naming the offending path) for trees that cannot be
+ * written. The tree is not modified.
+ */
+export function writeErofs(root: Dir, opts: WriteErofsOptions): Uint8Array {
+  const version = opts.version;
+  if (version !== 0 && version !== 1 && version !== 2) throw new CfsError("version", `unknown composefs format version ${String(version)}`);
+  const epoch = epochOf(version);
+  const { refs, hasHardlinks } = validateTree(root, epoch);
+
+  const col = new Collector(epoch, version, refs);
+  if (epoch === 1) col.collectBfs(root, hasHardlinks);
+  else col.collectDfs(root);
+  const inodes = col.inodes;
+
+  // Resolve directory entries to inode indexes.
+  for (const ino of inodes) {
+    if (ino.targets === null) continue;
+    const t = ino.targets;
+    const idx = new Int32Array(t.length);
+    for (let i = 0; i < t.length; i++) idx[i] = col.index.get(t[i]!)!;
+    ino.targetIdx = idx;
+    ino.targets = null;
+  }
+
+  const shared = internXattrs(inodes, epoch);
+  const lay = layout(inodes, shared, epoch);
+  return emit(inodes, shared, lay, version);
+}
