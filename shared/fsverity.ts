@@ -73,8 +73,8 @@ function hashInto(alg: HashAlg, input: Uint8Array, out: Uint8Array, outOffset: n
 
 /** Number of leaf blocks (= leaf hashes) of a file of `size` bytes. */
 export function leafCount(size: number | bigint): number {
-  const n = (BigInt(size) + BigInt(BLOCK_SIZE - 1)) / BigInt(BLOCK_SIZE);
-  return Number(n);
+  if (typeof size === "number") return Math.ceil(size / BLOCK_SIZE);
+  return Number((size + BigInt(BLOCK_SIZE - 1)) / BigInt(BLOCK_SIZE));
 }
 
 /**
@@ -212,20 +212,25 @@ export class MerkleBuilder {
 /** Leaf hashes computed per batch in FsVerityHasher.update (batch × 64 bytes of scratch). */
 const LEAF_BATCH = 256;
 
+/**
+ * Scratch for leaf hashes, shared by every hasher: update() never yields and
+ * the builder copies what it is given, so one buffer per process suffices.
+ */
+const leafScratch = new Uint8Array(LEAF_BATCH * 64);
+
 /** Streaming fs-verity digest: feed the file in chunks of any size. */
 export class FsVerityHasher {
   readonly alg: HashAlg;
   private readonly builder: MerkleBuilder;
-  private readonly partial = new Uint8Array(BLOCK_SIZE);
+  /** The incomplete last block seen so far (allocated when first needed). */
+  private partial: Uint8Array | undefined;
   private partialLen = 0;
   private size = 0;
-  private readonly scratch: Uint8Array;
 
   constructor(alg: HashAlg) {
     if (!isHashAlg(alg)) throw new CfsError(String(alg), "unknown hash algorithm (expected sha256 or sha512)");
     this.alg = alg;
     this.builder = new MerkleBuilder(alg);
-    this.scratch = new Uint8Array(LEAF_BATCH * DIGEST_SIZE[alg]);
   }
 
   /** Bytes fed so far. */
@@ -237,27 +242,30 @@ export class FsVerityHasher {
     let off = 0;
     const len = chunk.byteLength;
     this.size += len;
+    const scratch = leafScratch;
     if (this.partialLen > 0) {
+      const partial = this.partial!;
       const take = Math.min(BLOCK_SIZE - this.partialLen, len);
-      this.partial.set(chunk.subarray(0, take), this.partialLen);
+      partial.set(chunk.subarray(0, take), this.partialLen);
       this.partialLen += take;
       off = take;
       if (this.partialLen < BLOCK_SIZE) return;
-      hashInto(this.alg, this.partial, this.scratch, 0);
-      this.builder.addLeafHashes(this.scratch.subarray(0, DIGEST_SIZE[this.alg]));
+      hashInto(this.alg, partial, scratch, 0);
+      this.builder.addLeafHashes(scratch.subarray(0, DIGEST_SIZE[this.alg]));
       this.partialLen = 0;
     }
     const ds = DIGEST_SIZE[this.alg];
     while (len - off >= BLOCK_SIZE) {
       const n = Math.min(LEAF_BATCH, Math.floor((len - off) / BLOCK_SIZE));
       for (let i = 0; i < n; i++) {
-        hashInto(this.alg, chunk.subarray(off + i * BLOCK_SIZE, off + (i + 1) * BLOCK_SIZE), this.scratch, i * ds);
+        hashInto(this.alg, chunk.subarray(off + i * BLOCK_SIZE, off + (i + 1) * BLOCK_SIZE), scratch, i * ds);
       }
-      this.builder.addLeafHashes(this.scratch.subarray(0, n * ds));
+      this.builder.addLeafHashes(scratch.subarray(0, n * ds));
       off += n * BLOCK_SIZE;
     }
     if (off < len) {
-      this.partial.set(chunk.subarray(off), 0);
+      const partial = (this.partial ??= new Uint8Array(BLOCK_SIZE));
+      partial.set(chunk.subarray(off), 0);
       this.partialLen = len - off;
     }
   }
@@ -265,9 +273,10 @@ export class FsVerityHasher {
   /** The digest of everything fed. Ends the hasher. */
   digest(): Uint8Array {
     if (this.partialLen > 0) {
-      this.partial.fill(0, this.partialLen);
-      hashInto(this.alg, this.partial, this.scratch, 0);
-      this.builder.addLeafHashes(this.scratch.subarray(0, DIGEST_SIZE[this.alg]));
+      const partial = this.partial!;
+      partial.fill(0, this.partialLen);
+      hashInto(this.alg, partial, leafScratch, 0);
+      this.builder.addLeafHashes(leafScratch.subarray(0, DIGEST_SIZE[this.alg]));
       this.partialLen = 0;
     }
     return this.builder.finish(this.size);
