@@ -1,4 +1,7 @@
 // Every command of the CLI, in the order `--help` lists them.
 import type { CommandModule } from "yargs";
+import { fsverityCommand } from "./fsverity.ts";
 
-export const commands: CommandModule[] = [];
+export const commands: CommandModule[] = [
+  fsverityCommand,
+];
