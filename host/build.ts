@@ -6,7 +6,9 @@
 import { spawnSync } from "node:child_process";
 import { mkdirSync } from "node:fs";
 
-const WORKERS: string[] = [];
+const WORKERS: string[] = [
+  "host/digest-worker.ts",
+];
 
 mkdirSync("dist", { recursive: true });
 const args = ["build", "--compile", "--minify", "host/main.ts", ...WORKERS, "--outfile", "dist/cfsboot"];
