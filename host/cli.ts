@@ -47,9 +47,23 @@ export function defineCommand<A>(spec: {
   };
 }
 
+/**
+ * yargs turns a lone "-" (stdin/stdout) into "" or `true`; it is passed
+ * through as this placeholder and restored by a middleware.
+ */
+const DASH = "\u0000-";
+
+function restoreDash(args: Record<string, unknown>): void {
+  for (const [k, v] of Object.entries(args)) {
+    if (v === DASH) args[k] = "-";
+    else if (Array.isArray(v)) args[k] = v.map((x) => (x === DASH ? "-" : x));
+  }
+}
+
 export async function runCli(argv: string[]): Promise<number> {
   exitStatus = 0;
-  let parser = yargs(argv)
+  let parser = yargs(argv.map((a) => (a === "-" ? DASH : a)))
+    .middleware(restoreDash, true)
     .scriptName("cfsboot")
     .strict()
     .demandCommand(1, "a command is required (see --help)")
