@@ -89,6 +89,7 @@ function openLibc() {
     flock: { args: ["i32", "i32"], returns: "i32" },
     ioctl: { args: ["i32", "u64", "ptr"], returns: "i32" },
     linkat: { args: ["i32", "ptr", "i32", "ptr", "i32"], returns: "i32" },
+    unlinkat: { args: ["i32", "ptr", "i32"], returns: "i32" },
     renameat2: { args: ["i32", "ptr", "i32", "ptr", "u32"], returns: "i32" },
     mknodat: { args: ["i32", "ptr", "u32", "u64"], returns: "i32" },
     statx: { args: ["i32", "ptr", "i32", "u32", "ptr"], returns: "i32" },
@@ -313,6 +314,11 @@ export function renameat2(olddirfd: number, oldpath: SysPath, newdirfd: number, 
   check(show(newpath), "renameat2", () => libc().renameat2(olddirfd, cstr(oldpath), newdirfd, cstr(newpath), flags));
 }
 
+/** unlinkat(2); AT_REMOVEDIR removes an empty directory. */
+export function unlinkat(dirfd: number, path: SysPath, flags = 0): void {
+  check(show(path), "unlinkat", () => libc().unlinkat(dirfd, cstr(path), flags));
+}
+
 /** linkat(2). */
 export function linkat(olddirfd: number, oldpath: SysPath, newdirfd: number, newpath: SysPath, flags = 0): void {
   check(show(newpath), "linkat", () => libc().linkat(olddirfd, cstr(oldpath), newdirfd, cstr(newpath), flags));
@@ -393,10 +399,13 @@ export interface Statx {
 }
 
 /** statx(2); default flags AT_SYMLINK_NOFOLLOW (like lstat). */
+const statxBuf = new Uint8Array(256);
+const statxView = new DataView(statxBuf.buffer);
+
 export function statx(path: SysPath, flags = AT_SYMLINK_NOFOLLOW, mask = STATX_BASIC_STATS, dirfd = AT_FDCWD): Statx {
-  const buf = new Uint8Array(256);
+  const buf = statxBuf;
   check(show(path), "statx", () => libc().statx(dirfd, cstr(path), flags, mask, buf));
-  const dv = new DataView(buf.buffer);
+  const dv = statxView;
   const attributes = dv.getBigUint64(8, true);
   return {
     mask: dv.getUint32(0, true),

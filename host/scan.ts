@@ -1,0 +1,556 @@
+// A real directory → the in-memory tree (shared/tree.ts), as C mkcomposefs
+// reads one (libcomposefs lcfs_build), plus hardlinks.
+//
+// Per entry: statx without following symlinks (type, permission bits,
+// uid/gid, nanosecond mtime, rdev, size, dev/ino), xattrs through
+// llistxattr/lgetxattr, symlink targets through readlink. Regular files of
+// 1..64 bytes are stored inline; larger ones become external files named by
+// their fs-verity digest, computed in parallel by the worker pool
+// (host/digest.ts) after the walk. Hardlinks are found by (dev, ino) and become
+// one shared Leaf (C mkcomposefs instead makes every link a separate file;
+// `hardlinks: false` reproduces that).
+//
+// `fillDigestStore` then copies every external file into a C-compatible
+// flat store `DIR/XX/<rest>` (repository.md §4.4): an unnamed O_TMPFILE in
+// DIR/XX, reflink or in-kernel copy, fs-verity where the filesystem has it,
+// then linkat into place, so no partial object is ever visible. Nothing is
+// written to the store before the whole tree was read and digested: an
+// unreadable entry fails the scan first. One syncfs at the end makes the
+// objects durable before the caller writes an image referring to them.
+
+import { closeSync, constants as fsConstants, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, writeSync } from "node:fs";
+
+import { type BStr, displayBstr, toHex } from "../shared/bytes.ts";
+import { CfsError } from "../shared/errors.ts";
+import type { HashAlg } from "../shared/fsverity.ts";
+import * as sys from "../shared/sys.ts";
+import { type Dir, type Leaf, type LeafContent, type Regular, type Stat, makeStat, objectPath } from "../shared/tree.ts";
+import { type DigestPool, digestFdSync, fsError } from "./digest.ts";
+
+/** Files of at most this many bytes are stored in the image (C: LCFS_RECOMMENDED_INLINE_CONTENT_MAX). */
+export const INLINE_MAX = 64;
+
+export interface ScanOptions {
+  /** All mtimes 0 (C --use-epoch). */
+  useEpoch?: boolean;
+  /** Leave out character and block devices (C --skip-devices). */
+  skipDevices?: boolean;
+  /** Store no xattrs (C --skip-xattrs). */
+  skipXattrs?: boolean;
+  /** Store only user.* xattrs (C --user-xattrs). */
+  userXattrs?: boolean;
+  /** Keep hardlinks as shared leaves (default true); false = C mkcomposefs' behaviour. */
+  hardlinks?: boolean;
+  /** Digest algorithm of external files (default sha256, the only one C supports). */
+  algorithm?: HashAlg;
+  /** Worker pool that digests external files; without one they are digested on this thread. */
+  pool?: DigestPool;
+  /** Called now and then with running totals. */
+  onProgress?: (p: ScanProgress) => void;
+}
+
+export interface ScanProgress {
+  phase: "walk" | "digest";
+  entries: number;
+  /** External files found / digested so far. */
+  files: number;
+  filesDone: number;
+  bytes: number;
+  bytesDone: number;
+}
+
+/** A file whose content lives outside the image: where to read it. */
+export interface ExternalSource {
+  path: BStr;
+  size: number;
+  leaf: Leaf;
+}
+
+export interface ScanResult {
+  root: Dir;
+  /** Every external (> 64 bytes) regular file, once per distinct Leaf. */
+  external: ExternalSource[];
+  entries: number;
+  /** Sum of the sizes of `external`. */
+  externalBytes: number;
+}
+
+const S_IFMT = 0o170000;
+
+function statOf(st: sys.Statx, useEpoch: boolean, xattrs: Map<BStr, Uint8Array>): Stat {
+  return makeStat({
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    mtimeSec: useEpoch ? 0 : st.mtimeSec,
+    mtimeNsec: useEpoch ? 0 : st.mtimeNsec,
+    xattrs,
+  });
+}
+
+function nodeError(path: BStr, call: string, e: unknown): CfsError {
+  return sys.fromNodeError(path, call, e);
+}
+
+/** Read exactly `size` bytes of a small file. */
+function readSmall(path: BStr, size: number): Uint8Array {
+  const buf = new Uint8Array(size);
+  const fd = openContent(path);
+  try {
+    let got = 0;
+    while (got < size) {
+      const n = readSync(fd, buf, got, size - got, got);
+      if (n === 0) throw new CfsError(displayBstr(path), "file shrank while it was being read");
+      got += n;
+    }
+  } catch (e) {
+    throw e instanceof CfsError ? e : nodeError(path, "read", e);
+  } finally {
+    closeSync(fd);
+  }
+  return buf;
+}
+
+/** Open a file found by the walk for reading its content. */
+function openContent(path: BStr): number {
+  try {
+    return openSync(Buffer.from(path, "latin1"), fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW | fsConstants.O_NONBLOCK);
+  } catch (e) {
+    throw nodeError(path, "open", e);
+  }
+}
+
+/** Outstanding digest requests (each holds one open fd). */
+const DIGEST_WINDOW = 32;
+
+/**
+ * Digest every external file: through the pool with at most DIGEST_WINDOW
+ * files open at once, or one by one here. The first failure stops the rest.
+ */
+async function digestAll(
+  external: ExternalSource[],
+  alg: HashAlg,
+  pool: DigestPool | undefined,
+  onDone: (f: ExternalSource) => void,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const finish = (f: ExternalSource, digest: Uint8Array) => {
+    const c = f.leaf.content as Regular;
+    c.digest = digest;
+    c.payload = objectPath(digest);
+    onDone(f);
+  };
+  if (pool === undefined) {
+    for (const f of external) {
+      const fd = openContent(f.path);
+      try {
+        finish(f, digestFdSync(fd, f.size, alg));
+      } catch (e) {
+        throw e instanceof CfsError ? e : fsError(displayBstr(f.path), e);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    return;
+  }
+  const lane = async () => {
+    while (!failed && next < external.length) {
+      const f = external[next++]!;
+      const fd = openContent(f.path);
+      try {
+        finish(f, (await pool.digestFd(fd, alg, f.size, displayBstr(f.path))).digest);
+      } catch (e) {
+        failed = true;
+        throw e;
+      } finally {
+        closeSync(fd);
+      }
+    }
+  };
+  const lanes: Promise<void>[] = [];
+  for (let i = 0; i < DIGEST_WINDOW; i++) lanes.push(lane());
+  // Wait for every lane (no fd may stay open), then report the first error.
+  const results = await Promise.allSettled(lanes);
+  for (const r of results) if (r.status === "rejected") throw r.reason;
+}
+
+/**
+ * Read the directory `source` (a byte string; a symlink to a directory is
+ * followed at the top only) into a tree, digesting external files.
+ */
+export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promise<ScanResult> {
+  if (opts.skipXattrs && opts.userXattrs) throw new CfsError("--user-xattrs", "conflicts with --skip-xattrs");
+  const useEpoch = opts.useEpoch ?? false;
+  const keepLinks = opts.hardlinks ?? true;
+  const alg = opts.algorithm ?? "sha256";
+  const xattrFilter = opts.userXattrs ? (n: BStr) => n.startsWith("user.") : undefined;
+  const readX = (p: BStr): Map<BStr, Uint8Array> => (opts.skipXattrs ? new Map() : sys.readXattrs(p, xattrFilter));
+
+  const rootSt = sys.statx(source, 0);
+  if ((rootSt.mode & S_IFMT) !== 0o040000) throw new CfsError(displayBstr(source), "not a directory");
+  const root: Dir = { kind: "dir", stat: statOf(rootSt, useEpoch, readX(source)), entries: new Map() };
+
+  const external: ExternalSource[] = [];
+  let externalBytes = 0;
+  let entries = 1;
+  const inodes = new Map<string, Leaf>();
+  const progress = opts.onProgress;
+  const report = (phase: ScanProgress["phase"], filesDone: number, bytesDone: number) =>
+    progress?.({ phase, entries, files: external.length, filesDone, bytes: externalBytes, bytesDone });
+
+  // Explicit stack: trees can be deep. Paths are byte strings.
+  const stack: { dir: Dir; path: BStr }[] = [{ dir: root, path: source.endsWith("/") ? source.slice(0, -1) : source }];
+  while (stack.length > 0) {
+    const { dir, path: dirPath } = stack.pop()!;
+    let names: Buffer[];
+    try {
+      names = readdirSync(Buffer.from(dirPath || "/", "latin1"), { encoding: "buffer" }) as Buffer[];
+    } catch (e) {
+      throw nodeError(dirPath || "/", "readdir", e);
+    }
+    for (const nb of names) {
+      const name = nb.toString("latin1");
+      const path = `${dirPath}/${name}`;
+      const st = sys.statx(path);
+      const type = st.mode & S_IFMT;
+      if (type === 0o040000) {
+        const child: Dir = { kind: "dir", stat: statOf(st, useEpoch, readX(path)), entries: new Map() };
+        dir.entries.set(name, child);
+        stack.push({ dir: child, path });
+        entries++;
+        continue;
+      }
+      if (opts.skipDevices && (type === 0o020000 || type === 0o060000)) continue;
+      entries++;
+      if (entries % 4096 === 0) report("walk", 0, 0);
+
+      // A second link to an inode already read: the same Leaf.
+      const key = keepLinks && st.nlink > 1 ? `${st.devMajor}:${st.devMinor}:${st.ino}` : null;
+      if (key !== null) {
+        const seen = inodes.get(key);
+        if (seen !== undefined) {
+          dir.entries.set(name, seen);
+          continue;
+        }
+      }
+
+      let content: LeafContent;
+      let pending: number | null = null;
+      switch (type) {
+        case 0o100000: {
+          const size = Number(st.size);
+          if (size === 0) content = { type: "regular", size: 0n, inline: null, digest: null, payload: null };
+          else if (size <= INLINE_MAX) content = { type: "regular", size: BigInt(size), inline: readSmall(path, size), digest: null, payload: null };
+          else {
+            content = { type: "regular", size: st.size, inline: null, digest: null, payload: null };
+            pending = size;
+          }
+          break;
+        }
+        case 0o120000: {
+          let target: Buffer;
+          try {
+            target = readlinkSync(Buffer.from(path, "latin1"), { encoding: "buffer" });
+          } catch (e) {
+            throw nodeError(path, "readlink", e);
+          }
+          content = { type: "symlink", target: new Uint8Array(target) };
+          break;
+        }
+        case 0o020000:
+        case 0o060000:
+          content = { type: type === 0o020000 ? "chr" : "blk", rdev: Number(sys.makedev(st.rdevMajor, st.rdevMinor)) };
+          break;
+        case 0o010000:
+          content = { type: "fifo" };
+          break;
+        case 0o140000:
+          content = { type: "socket" };
+          break;
+        default:
+          throw new CfsError(displayBstr(path), `unknown file type (mode ${st.mode.toString(8)})`);
+      }
+      const leaf: Leaf = { kind: "leaf", stat: statOf(st, useEpoch, readX(path)), content };
+      dir.entries.set(name, leaf);
+      if (key !== null) inodes.set(key, leaf);
+      if (pending !== null) {
+        external.push({ path, size: pending, leaf });
+        externalBytes += pending;
+      }
+    }
+  }
+  report("walk", 0, 0);
+
+  // Digest in parallel; the first failure fails the scan.
+  let filesDone = 0;
+  let bytesDone = 0;
+  let lastReport = 0;
+  await digestAll(external, alg, opts.pool, (f) => {
+    filesDone++;
+    bytesDone += f.size;
+    if (progress && (filesDone - lastReport >= 256 || filesDone === external.length)) {
+      lastReport = filesDone;
+      report("digest", filesDone, bytesDone);
+    }
+  });
+  return { root, external, entries, externalBytes };
+}
+
+// ---- the flat digest store ------------------------------------------------------------
+
+export interface StoreOptions {
+  /** Try to enable fs-verity on new objects (default true; skipped where unsupported). */
+  verity?: boolean;
+  algorithm?: HashAlg;
+  onProgress?: (p: { files: number; filesDone: number; bytes: number; bytesDone: number }) => void;
+}
+
+export interface StoreResult {
+  /** Objects written by this call. */
+  written: number;
+  /** Objects that were already present. */
+  present: number;
+  bytesWritten: number;
+  /** Whether the store's filesystem supports fs-verity (null: never tried). */
+  verity: boolean | null;
+}
+
+/** Which kernel copy methods still look worth trying (they fail per filesystem, not per file). */
+interface CopyMethods {
+  reflink: boolean;
+  range: boolean;
+}
+
+/** Copy `size` bytes of `srcfd` into `dstfd` (reflink, then copy_file_range, then read/write). */
+function copyData(srcfd: number, dstfd: number, size: number, srcPath: BStr, m: CopyMethods): number {
+  if (m.reflink) {
+    try {
+      sys.ficlone(dstfd, srcfd);
+      return size;
+    } catch (e) {
+      if (!(e instanceof sys.SysError)) throw e;
+      m.reflink = false;
+    }
+  }
+  let copied = 0;
+  let buf: Uint8Array | null = null;
+  while (copied < size) {
+    let n = 0;
+    if (m.range) {
+      try {
+        n = sys.copyFileRange(srcfd, dstfd, Math.min(size - copied, 1 << 30), displayBstr(srcPath));
+      } catch (e) {
+        if (!sys.isErrno(e, "EXDEV", "EINVAL", "EOPNOTSUPP", "ENOSYS")) throw e;
+        m.range = false;
+        continue;
+      }
+    } else {
+      buf ??= new Uint8Array(Math.min(size - copied, 1 << 20));
+      try {
+        n = readSync(srcfd, buf, 0, Math.min(buf.byteLength, size - copied), copied);
+      } catch (e) {
+        throw nodeError(srcPath, "read", e);
+      }
+      let w = 0;
+      while (w < n) w += writeSync(dstfd, buf, w, n - w, copied + w);
+    }
+    if (n === 0) break;
+    copied += n;
+  }
+  return copied;
+}
+
+/**
+ * Copy every external file of `scan` into the flat store `storeDir`
+ * (`XX/<rest>`), skipping objects already present. Each object appears
+ * complete or not at all; a crash leaves no temporary files (O_TMPFILE).
+ */
+export function fillDigestStore(scan: ScanResult, storeDir: string, opts: StoreOptions = {}): StoreResult {
+  const result: StoreResult = { written: 0, present: 0, bytesWritten: 0, verity: null };
+  let tryVerity = opts.verity ?? true;
+  try {
+    mkdirSync(storeDir, { recursive: true, mode: 0o755 });
+  } catch (e) {
+    throw nodeError(storeDir, "mkdir", e);
+  }
+  const storeFd = sys.open(storeDir, sys.O_RDONLY | sys.O_DIRECTORY);
+  const subdirs = new Map<string, number>();
+  const done = new Set<string>();
+  let bytesDone = 0;
+  let filesDone = 0;
+  const methods: CopyMethods = { reflink: true, range: true };
+  try {
+    for (const f of scan.external) {
+      const c = f.leaf.content as Regular;
+      if (c.digest === null) throw new Error("fillDigestStore: file without digest");
+      const hex = toHex(c.digest);
+      filesDone++;
+      bytesDone += f.size;
+      if (done.has(hex)) continue;
+      done.add(hex);
+      const xx = hex.slice(0, 2);
+      const rest = hex.slice(2);
+      let dirfd = subdirs.get(xx);
+      if (dirfd === undefined) {
+        try {
+          mkdirSync(`${storeDir}/${xx}`, { mode: 0o755 });
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw nodeError(`${storeDir}/${xx}`, "mkdir", e);
+        }
+        dirfd = sys.openat(storeFd, xx, sys.O_RDONLY | sys.O_DIRECTORY);
+        subdirs.set(xx, dirfd);
+      }
+      const objPath = `${storeDir}/${xx}/${rest}`;
+      try {
+        lstatSync(objPath);
+        result.present++;
+        continue;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw nodeError(objPath, "lstat", e);
+      }
+      const verity = writeObject(f, dirfd, rest, objPath, tryVerity, opts.algorithm ?? "sha256", c.digest, methods);
+      if (verity === false) tryVerity = false;
+      if (verity !== null) result.verity = verity;
+      result.written++;
+      result.bytesWritten += f.size;
+      opts.onProgress?.({ files: scan.external.length, filesDone, bytes: scan.externalBytes, bytesDone });
+    }
+    sys.syncfs(storeFd, storeDir);
+  } finally {
+    for (const fd of subdirs.values()) sys.close(fd);
+    sys.close(storeFd);
+  }
+  opts.onProgress?.({ files: scan.external.length, filesDone, bytes: scan.externalBytes, bytesDone });
+  return result;
+}
+
+/**
+ * Write one object: O_TMPFILE in the object's directory, copy, enable
+ * verity on a read-only reopen, link into place. Returns whether verity was
+ * enabled (false: unsupported here; null: not tried).
+ */
+function writeObject(
+  f: ExternalSource,
+  dirfd: number,
+  name: string,
+  objPath: string,
+  tryVerity: boolean,
+  alg: HashAlg,
+  digest: Uint8Array,
+  methods: CopyMethods,
+): boolean | null {
+  let wfd: number;
+  try {
+    wfd = sys.openTmpfile(".", 0o644, dirfd);
+  } catch (e) {
+    if (sys.isErrno(e, "EOPNOTSUPP", "EISDIR")) return writeObjectNamed(f, dirfd, name, objPath, tryVerity, alg, digest, methods);
+    throw new CfsError(objPath, (e as CfsError).what);
+  }
+  let srcfd = -1;
+  let rofd = -1;
+  let verity: boolean | null = null;
+  try {
+    try {
+      srcfd = openSync(Buffer.from(f.path, "latin1"), "r");
+    } catch (e) {
+      throw nodeError(f.path, "open", e);
+    }
+    const copied = copyData(srcfd, wfd, f.size, f.path, methods);
+    if (copied !== f.size) throw new CfsError(displayBstr(f.path), `changed while being copied (${copied} of ${f.size} bytes)`);
+    let linkFd = wfd;
+    if (tryVerity) {
+      // Verity needs a read-only fd and no writable one left open.
+      rofd = sys.open(`/proc/self/fd/${wfd}`, sys.O_RDONLY);
+      sys.close(wfd);
+      wfd = -1;
+      linkFd = rofd;
+      verity = enableVerityChecked(rofd, alg, digest, f.path, objPath);
+    }
+    try {
+      sys.linkTmpfile(linkFd, dirfd, name);
+    } catch (e) {
+      if (!sys.isErrno(e, "EEXIST")) throw new CfsError(objPath, (e as CfsError).what);
+    }
+  } finally {
+    if (srcfd >= 0) closeSync(srcfd);
+    if (wfd >= 0) sys.close(wfd);
+    if (rofd >= 0) sys.close(rofd);
+  }
+  return verity;
+}
+
+/** Enable verity and check the kernel's digest; false when unsupported. */
+function enableVerityChecked(fd: number, alg: HashAlg, digest: Uint8Array, src: BStr, objPath: string): boolean {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      sys.enableVerity(fd, alg, objPath);
+      break;
+    } catch (e) {
+      if (sys.isVerityUnsupported(e)) return false;
+      if (sys.isErrno(e, "EEXIST")) break;
+      if (sys.isErrno(e, "ETXTBSY") && attempt < 3) continue;
+      throw e;
+    }
+  }
+  const m = sys.measureVerity(fd, objPath);
+  if (m === null || toHex(m.digest) !== toHex(digest)) {
+    throw new CfsError(displayBstr(src), "changed while being copied (fs-verity digest differs)");
+  }
+  return true;
+}
+
+/** Fallback where O_TMPFILE is missing: a hidden named temp, renamed without replacing. */
+function writeObjectNamed(
+  f: ExternalSource,
+  dirfd: number,
+  name: string,
+  objPath: string,
+  tryVerity: boolean,
+  alg: HashAlg,
+  digest: Uint8Array,
+  methods: CopyMethods,
+): boolean | null {
+  const tmpName = `.tmp-${name.slice(0, 8)}-${process.pid}-${Math.random().toString(36).slice(2, 10)}`;
+  const srcfd = (() => {
+    try {
+      return openSync(Buffer.from(f.path, "latin1"), "r");
+    } catch (e) {
+      throw nodeError(f.path, "open", e);
+    }
+  })();
+  let tmpfd = -1;
+  let linked = false;
+  let verity: boolean | null = null;
+  try {
+    tmpfd = sys.openat(dirfd, tmpName, sys.O_RDWR | sys.O_CREAT | sys.O_EXCL, 0o644);
+    const copied = copyData(srcfd, tmpfd, f.size, f.path, methods);
+    if (copied !== f.size) throw new CfsError(displayBstr(f.path), `changed while being copied (${copied} of ${f.size} bytes)`);
+    sys.close(tmpfd);
+    tmpfd = -1;
+    if (tryVerity) {
+      const ro = sys.openat(dirfd, tmpName, sys.O_RDONLY);
+      try {
+        verity = enableVerityChecked(ro, alg, digest, f.path, objPath);
+      } finally {
+        sys.close(ro);
+      }
+    }
+    try {
+      sys.renameat2(dirfd, tmpName, dirfd, name, sys.RENAME_NOREPLACE);
+      linked = true;
+    } catch (e) {
+      if (!sys.isErrno(e, "EEXIST")) throw e;
+    }
+  } finally {
+    closeSync(srcfd);
+    if (tmpfd >= 0) sys.close(tmpfd);
+    if (!linked) {
+      try {
+        sys.unlinkat(dirfd, tmpName);
+      } catch {}
+    }
+  }
+  return verity;
+}
+
