@@ -1,7 +1,9 @@
 // Every command of the CLI, in the order `--help` lists them.
 import type { CommandModule } from "yargs";
 import { fsverityCommand } from "./fsverity.ts";
+import { mkcomposefsCommand } from "./mkcomposefs.ts";
 
 export const commands: CommandModule[] = [
   fsverityCommand,
+  mkcomposefsCommand,
 ];
