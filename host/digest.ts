@@ -177,6 +177,8 @@ export interface DigestPoolOptions {
   inlineMax?: number;
   /** Files from this many bytes are split across workers (default SPLIT_MIN). */
   splitMin?: number;
+  /** Bytes per range request of a split file, a multiple of 4096 (default CHUNK). */
+  chunkSize?: number;
 }
 
 function workerUrl(): URL {
@@ -191,6 +193,7 @@ export class DigestPool {
   readonly size: number;
   private readonly inlineMax: number;
   private readonly splitMin: number;
+  private readonly chunkSize: number;
   private slots: Slot[] = [];
   private readonly jobs: Job[] = [];
   private readonly waiting = new Map<number, { job: Job; slot: Slot }>();
@@ -202,6 +205,8 @@ export class DigestPool {
     this.size = Math.max(1, Math.min(8, opts.workers ?? availableParallelism()));
     this.inlineMax = opts.inlineMax ?? INLINE_MAX;
     this.splitMin = opts.splitMin ?? SPLIT_MIN;
+    this.chunkSize = opts.chunkSize ?? CHUNK;
+    if (this.chunkSize <= 0 || this.chunkSize % BLOCK_SIZE !== 0) throw new RangeError("DigestPool: chunkSize must be a positive multiple of 4096");
   }
 
   /** Workers are started on first use. */
@@ -276,7 +281,7 @@ export class DigestPool {
       return DONE_JOB;
     }
     if (size < this.splitMin || this.size === 1) return new WholeJob(fd, size, alg, done);
-    return new SplitJob(fd, size, alg, this.size * WINDOW_PER_WORKER, done);
+    return new SplitJob(fd, size, alg, this.chunkSize, this.size * WINDOW_PER_WORKER, done);
   }
 
   /** Sends requests while a worker has room. */
@@ -437,11 +442,12 @@ class SplitJob implements Job {
     private readonly fd: number,
     private readonly size: number,
     private readonly alg: HashAlg,
+    private readonly chunk: number,
     private readonly window: number,
     private readonly done: (d: FileDigest | undefined, e?: unknown) => void,
   ) {
     this.builder = new MerkleBuilder(alg);
-    this.chunks = Math.ceil(size / CHUNK);
+    this.chunks = Math.ceil(size / chunk);
   }
 
   take(id: number): WorkerRequest | undefined {
@@ -450,8 +456,8 @@ class SplitJob implements Job {
     const c = this.issued++;
     this.inflight++;
     this.chunkOf.set(id, c);
-    const offset = c * CHUNK;
-    return { t: "leaves", id, fd: this.fd, offset, length: Math.min(CHUNK, this.size - offset), alg: this.alg };
+    const offset = c * this.chunk;
+    return { t: "leaves", id, fd: this.fd, offset, length: Math.min(this.chunk, this.size - offset), alg: this.alg };
   }
 
   exhausted(): boolean {

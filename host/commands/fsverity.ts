@@ -10,7 +10,7 @@ import type { Argv } from "yargs";
 import { defineCommand } from "../cli.ts";
 import { CfsError } from "../../shared/errors.ts";
 import { toHex } from "../../shared/bytes.ts";
-import { HASH_ALGS, type HashAlg } from "../../shared/fsverity.ts";
+import { HASH_ALGS, isHashAlg, type HashAlg } from "../../shared/fsverity.ts";
 import { DigestPool, digestFile, type FileDigest } from "../digest.ts";
 
 /**
@@ -44,7 +44,7 @@ export async function measureFileHex(path: string, alg: HashAlg = "sha256"): Pro
 
 interface DigestArgs {
   files: string[];
-  "hash-alg": HashAlg;
+  "hash-alg": string;
   "block-size": number;
   compact: boolean;
 }
@@ -55,7 +55,7 @@ const digestCommand = defineCommand<DigestArgs>({
   builder: (y: Argv) =>
     y
       .positional("files", { type: "string", array: true, describe: "regular files" })
-      .option("hash-alg", { choices: HASH_ALGS, default: "sha256" as HashAlg, describe: "hash algorithm" })
+      .option("hash-alg", { type: "string", default: "sha256", describe: `hash algorithm: ${HASH_ALGS.join(" or ")}` })
       .option("block-size", { type: "number", default: 4096, describe: "Merkle tree block size (only 4096)" })
       .option("compact", { type: "boolean", default: false, describe: "print only the hex digest" }) as unknown as Argv<DigestArgs>,
   handler: async (args) => {
@@ -63,6 +63,7 @@ const digestCommand = defineCommand<DigestArgs>({
       throw new CfsError(`--block-size=${args["block-size"]}`, "unsupported block size (only 4096 is supported)");
     }
     const alg = args["hash-alg"];
+    if (!isHashAlg(alg)) throw new CfsError(`--hash-alg=${alg}`, "unknown hash algorithm (expected sha256 or sha512)");
     let out = "";
     try {
       await digestPaths(args.files.map(String), alg, (path, d) => {
