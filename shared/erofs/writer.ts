@@ -153,33 +153,63 @@ function kindOf(node: Node): number {
   }
 }
 
+/** An xattr value: bytes, or a byte string for values the writer builds itself (redirects). */
+type XValue = Uint8Array | BStr;
+
+function valueLength(v: XValue): number {
+  return typeof v === "string" ? v.length : v.byteLength;
+}
+
+function valueEquals(a: XValue, b: XValue): boolean {
+  const n = valueLength(a);
+  if (n !== valueLength(b)) return false;
+  if (typeof a === "string") {
+    if (typeof b === "string") return a === b;
+    for (let i = 0; i < n; i++) if (b[i] !== a.charCodeAt(i)) return false;
+    return true;
+  }
+  if (typeof b === "string") return valueEquals(b, a);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function valueBytes(v: XValue): Uint8Array {
+  return typeof v === "string" ? new Uint8Array(Buffer.from(v, "latin1")) : v;
+}
+
+/** Name facts shared by every xattr with that full name. */
+interface XName {
+  id: number;
+  name: BStr;
+  index: number;
+  suffix: BStr;
+  filterBit: number;
+}
+
 /** One distinct (full name, value) pair of the whole image. */
 class XEnt {
   count = 0;
   /** Byte offset inside the shared table, or -1 when not shared. */
   sharedOff = -1;
+  /** Next entry in the same hash bucket. */
+  next: XEnt | null = null;
   readonly entrySize: number;
   constructor(
-    readonly name: BStr,
-    readonly value: Uint8Array,
-    readonly index: number,
-    readonly suffix: BStr,
-    readonly filterBit: number,
+    readonly xn: XName,
+    readonly value: XValue,
   ) {
-    this.entrySize = xattrEntrySize(suffix.length, value.byteLength);
+    this.entrySize = xattrEntrySize(xn.suffix.length, valueLength(value));
   }
 }
 
 class Inode {
   /** Full xattr names/values while collecting (finalised into `xattrs`). */
-  xnames: BStr[] = [];
-  xvalues: Uint8Array[] = [];
-  xattrs: XEnt[] = [];
-  /** Directories: entry names (sorted, incl. "." and "..") and their target nodes. */
+  xnames: BStr[] | null = null;
+  xvalues: XValue[] | null = null;
+  xattrs: XEnt[] = NO_XATTRS;
+  /** Directories: entry names (sorted, incl. "." and "..") and their inode indexes (-1 = resolve later). */
   names: BStr[] | null = null;
-  targets: Node[] | null = null;
-  /** Directories: inode index of each entry, resolved after collection. */
-  targetIdx: Int32Array | null = null;
+  targets: number[] | null = null;
   /** Directories: index of the first entry of each full block, then the first tail entry. */
   blockStarts: number[] | null = null;
 
@@ -192,8 +222,6 @@ class Inode {
   nBlocks = 0;
   /** i_u apart from the block address (rdev, chunk format). */
   iu = 0;
-  /** Chunk-based: number of chunk index entries (4 bytes each). */
-  chunks = 0;
   compact = false;
   hdrSize = EXTENDED_INODE_SIZE;
   xattrSize = 0;
@@ -211,46 +239,48 @@ class Inode {
   ) {}
 }
 
+const NO_XATTRS: XEnt[] = [];
+
 // ---- validation (erofs.md §2) -------------------------------------------------------------------
 
 interface Validated {
-  /** Directory entries referring to each leaf. */
-  refs: Map<Leaf, number>;
-  /** Leaves with more than one reference exist. */
-  hasHardlinks: boolean;
+  /** Leaves referred to by more than one directory entry, with their reference count. */
+  hardlinks: Map<Leaf, number>;
 }
 
 function pathOf(prefix: BStr, name: BStr): string {
   return displayBstr(prefix + name);
 }
 
-function validateStat(stat: Stat, where: () => string): void {
+function validateStat(stat: Stat, prefix: BStr, name: BStr): void {
   const { mode, uid, gid, mtimeSec, mtimeNsec } = stat;
-  if (!Number.isInteger(mode) || mode < 0 || mode > 0o7777) throw new CfsError(where(), `invalid permission bits ${mode}`);
-  if (!Number.isInteger(uid) || uid < 0 || uid > 0xffffffff) throw new CfsError(where(), `uid ${uid} out of range`);
-  if (!Number.isInteger(gid) || gid < 0 || gid > 0xffffffff) throw new CfsError(where(), `gid ${gid} out of range`);
-  if (!Number.isSafeInteger(mtimeSec)) throw new CfsError(where(), `mtime seconds ${mtimeSec} out of range`);
-  if (!Number.isInteger(mtimeNsec) || mtimeNsec < 0 || mtimeNsec > 999_999_999) {
-    throw new CfsError(where(), `mtime nanoseconds ${mtimeNsec} out of range`);
+  if (!(mode >= 0 && mode <= 0o7777 && Number.isInteger(mode))) throw new CfsError(pathOf(prefix, name), `invalid permission bits ${mode}`);
+  if (!(uid >= 0 && uid <= 0xffffffff && Number.isInteger(uid))) throw new CfsError(pathOf(prefix, name), `uid ${uid} out of range`);
+  if (!(gid >= 0 && gid <= 0xffffffff && Number.isInteger(gid))) throw new CfsError(pathOf(prefix, name), `gid ${gid} out of range`);
+  if (!Number.isSafeInteger(mtimeSec)) throw new CfsError(pathOf(prefix, name), `mtime seconds ${mtimeSec} out of range`);
+  if (!(mtimeNsec >= 0 && mtimeNsec <= 999_999_999 && Number.isInteger(mtimeNsec))) {
+    throw new CfsError(pathOf(prefix, name), `mtime nanoseconds ${mtimeNsec} out of range`);
   }
-  for (const [name, value] of stat.xattrs) {
-    if (name.length === 0) throw new CfsError(where(), "empty xattr name");
-    if (name.length > EROFS_NAME_LEN) throw new CfsError(where(), `xattr name longer than ${EROFS_NAME_LEN} bytes`);
-    if (value.byteLength > XATTR_VALUE_MAX) {
-      throw new CfsError(where(), `xattr ${displayBstr(name)}: value longer than ${XATTR_VALUE_MAX} bytes`);
+  if (stat.xattrs.size === 0) return;
+  for (const key of stat.xattrs.keys()) {
+    if (key.length === 0) throw new CfsError(pathOf(prefix, name), "empty xattr name");
+    if (key.length > EROFS_NAME_LEN) throw new CfsError(pathOf(prefix, name), `xattr name longer than ${EROFS_NAME_LEN} bytes`);
+    if (stat.xattrs.get(key)!.byteLength > XATTR_VALUE_MAX) {
+      throw new CfsError(pathOf(prefix, name), `xattr ${displayBstr(key)}: value longer than ${XATTR_VALUE_MAX} bytes`);
     }
   }
 }
 
 function validateTree(root: Dir, epoch: FormatEpoch): Validated {
-  const refs = new Map<Leaf, number>();
+  const seenLeaves = new Set<Leaf>();
   const seenDirs = new Set<Dir>([root]);
-  const checkedLeaves = new Set<Leaf>();
-  let hasHardlinks = false;
-  validateStat(root.stat, () => "/");
-  const stack: { dir: Dir; prefix: BStr }[] = [{ dir: root, prefix: "/" }];
+  const hardlinks = new Map<Leaf, number>();
+  validateStat(root.stat, "/", "");
+  const stack: Dir[] = [root];
+  const prefixes: BStr[] = ["/"];
   while (stack.length > 0) {
-    const { dir, prefix } = stack.pop()!;
+    const dir = stack.pop()!;
+    const prefix = prefixes.pop()!;
     for (const [name, child] of dir.entries) {
       if (name.length === 0) throw new CfsError(displayBstr(prefix), "empty file name");
       if (name.length > EROFS_NAME_LEN) throw new CfsError(pathOf(prefix, name), `file name longer than ${EROFS_NAME_LEN} bytes`);
@@ -260,62 +290,59 @@ function validateTree(root: Dir, epoch: FormatEpoch): Validated {
       if (child.kind === "dir") {
         if (seenDirs.has(child)) throw new CfsError(pathOf(prefix, name), "directory linked more than once");
         seenDirs.add(child);
-        validateStat(child.stat, () => pathOf(prefix, name));
-        stack.push({ dir: child, prefix: prefix + name + "/" });
+        validateStat(child.stat, prefix, name);
+        stack.push(child);
+        prefixes.push(prefix + name + "/");
         continue;
       }
-      const n = (refs.get(child) ?? 0) + 1;
-      refs.set(child, n);
-      if (n > 1) {
-        hasHardlinks = true;
+      if (seenLeaves.has(child)) {
+        hardlinks.set(child, (hardlinks.get(child) ?? 1) + 1);
         if (child.content.type === "chr" && child.content.rdev === 0) {
           throw new CfsError(pathOf(prefix, name), "a whiteout (chr 0:0) cannot be hardlinked");
         }
         continue;
       }
-      if (checkedLeaves.has(child)) continue;
-      checkedLeaves.add(child);
-      const where = () => pathOf(prefix, name);
-      validateStat(child.stat, where);
-      if (child.nlink !== undefined && (!Number.isInteger(child.nlink) || child.nlink < 0 || child.nlink > 0xffffffff)) {
-        throw new CfsError(where(), `nlink ${child.nlink} out of range`);
+      seenLeaves.add(child);
+      validateStat(child.stat, prefix, name);
+      if (child.nlink !== undefined && !(child.nlink >= 0 && child.nlink <= 0xffffffff && Number.isInteger(child.nlink))) {
+        throw new CfsError(pathOf(prefix, name), `nlink ${child.nlink} out of range`);
       }
       const c = child.content;
       switch (c.type) {
         case "symlink":
-          if (c.target.byteLength === 0) throw new CfsError(where(), "empty symlink target");
-          if (c.target.byteLength > SYMLINK_MAX) throw new CfsError(where(), `symlink target longer than ${SYMLINK_MAX} bytes`);
+          if (c.target.byteLength === 0) throw new CfsError(pathOf(prefix, name), "empty symlink target");
+          if (c.target.byteLength > SYMLINK_MAX) throw new CfsError(pathOf(prefix, name), `symlink target longer than ${SYMLINK_MAX} bytes`);
           break;
         case "chr":
         case "blk":
-          if (!Number.isInteger(c.rdev) || c.rdev < 0) throw new CfsError(where(), `invalid device number ${c.rdev}`);
+          if (!(c.rdev >= 0 && Number.isInteger(c.rdev))) throw new CfsError(pathOf(prefix, name), `invalid device number ${c.rdev}`);
           break;
         case "regular":
-          validateRegular(c, epoch, where);
+          validateRegular(c, epoch, prefix, name);
           break;
         default:
           break;
       }
     }
   }
-  return { refs, hasHardlinks };
+  return { hardlinks };
 }
 
-function validateRegular(c: Regular, epoch: FormatEpoch, where: () => string): void {
+function validateRegular(c: Regular, epoch: FormatEpoch, prefix: BStr, name: BStr): void {
   if (c.inline !== null) {
     // V2 stores the whole content inline (one FLAT_INLINE tail): it must fit a block.
     if (epoch === 2 && c.inline.byteLength >= BLOCK_SIZE) {
-      throw new CfsError(where(), `inline content of ${c.inline.byteLength} bytes does not fit a V2 image (at most ${BLOCK_SIZE - 1})`);
+      throw new CfsError(pathOf(prefix, name), `inline content of ${c.inline.byteLength} bytes does not fit a V2 image (at most ${BLOCK_SIZE - 1})`);
     }
     return;
   }
-  if (c.size < 0n || c.size > 0xffffffffffffffffn) throw new CfsError(where(), `file size ${c.size} out of range`);
+  if (c.size < 0n || c.size > 0xffffffffffffffffn) throw new CfsError(pathOf(prefix, name), `file size ${c.size} out of range`);
   if (c.digest !== null && c.digest.byteLength !== 32 && c.digest.byteLength !== 64) {
-    throw new CfsError(where(), `fs-verity digest of ${c.digest.byteLength} bytes (expected 32 or 64)`);
+    throw new CfsError(pathOf(prefix, name), `fs-verity digest of ${c.digest.byteLength} bytes (expected 32 or 64)`);
   }
   if (epoch === 1 && c.size > BigInt(MAX_NONINLINE_CHUNKS) << 43n) {
-    // C: lcfs_node_validate → EFBIG ("File too large").
-    throw new CfsError(where(), `file too large (${c.size} bytes; at most 2^53 in a V0/V1 image)`);
+    // C: lcfs_node_validate → EFBIG ("File too large"): more than 1024 chunks of 2^43.
+    throw new CfsError(pathOf(prefix, name), `file too large (${c.size} bytes; at most 2^53 in a V0/V1 image)`);
   }
 }
 
@@ -343,29 +370,34 @@ function chunkCount(size: number): number {
 
 const HEX = "0123456789abcdef";
 
-function isWhiteoutLeaf(leaf: Leaf): boolean {
-  return leaf.content.type === "chr" && leaf.content.rdev === 0;
+/** Insert "." and ".." into a sorted name list, keeping byte order. */
+function withDots(names: BStr[], targets: number[], self: number, parent: number): void {
+  let i = 0;
+  while (i < names.length && names[i]! < ".") i++;
+  names.splice(i, 0, ".");
+  targets.splice(i, 0, self);
+  i++;
+  while (i < names.length && names[i]! < "..") i++;
+  names.splice(i, 0, "..");
+  targets.splice(i, 0, parent);
 }
 
-/** Insert "." and ".." into a sorted name list, keeping byte order. */
-function withDots(names: BStr[], targets: Node[], self: Dir, parent: Dir): void {
-  for (const [dot, target] of [[".", self], ["..", parent]] as const) {
-    let i = 0;
-    while (i < names.length && names[i]! < dot) i++;
-    names.splice(i, 0, dot);
-    targets.splice(i, 0, target);
-  }
+function sortedKeys(map: Map<BStr, unknown>): BStr[] {
+  const keys = [...map.keys()];
+  if (keys.length > 1) keys.sort();
+  return keys;
 }
 
 class Collector {
   readonly inodes: Inode[] = [];
-  readonly index = new Map<Node, number>();
+  /** Inode index of every hardlinked leaf, once numbered. */
+  readonly linked = new Map<Leaf, number>();
   readonly renamed = new Map<BStr, BStr>();
 
   constructor(
     readonly epoch: FormatEpoch,
     readonly version: FormatVersion,
-    readonly refs: Map<Leaf, number>,
+    readonly hardlinks: Map<Leaf, number>,
   ) {}
 
   /** `trusted.overlay.X` → `trusted.overlay.overlay.X` (cached per name). */
@@ -378,125 +410,120 @@ class Collector {
     return r;
   }
 
-  linkCount(leaf: Leaf): number {
-    return leaf.nlink ?? this.refs.get(leaf) ?? 1;
-  }
-
   push(node: Node, nlink: number): Inode {
     const ino = new Inode(node, kindOf(node), node.stat, nlink);
-    this.index.set(node, this.inodes.length);
+    const idx = this.inodes.length;
     this.inodes.push(ino);
-    if (node.kind === "leaf" && node.content.type === "regular") this.contentXattrs(ino, node.content);
-    this.userXattrs(ino, node.stat);
+    if (node.kind === "leaf") {
+      if (node.content.type === "regular" && node.content.inline === null) this.contentXattrs(ino, node.content);
+      if (this.hardlinks.size > 0 && this.hardlinks.has(node)) this.linked.set(node, idx);
+    }
+    if (node.stat.xattrs.size > 0) this.userXattrs(ino, node.stat);
     return ino;
+  }
+
+  /** Leaf nlink: explicit (C dumpfiles) or the number of references. */
+  leafNlink(leaf: Leaf): number {
+    return leaf.nlink ?? this.hardlinks.get(leaf) ?? 1;
   }
 
   /** metacopy / redirect for metadata-only regular files (§6.5 step 1). */
   contentXattrs(ino: Inode, c: Regular): void {
-    if (c.inline !== null) return;
     if (this.epoch === 1) {
       // C: every regular file with size > 0 and no inline content.
       if (c.size <= 0n) return;
-      ino.xnames.push(XATTR_OVERLAY_METACOPY);
-      ino.xvalues.push(c.digest !== null ? encodeMetacopy(c.digest) : EMPTY);
-      if (c.payload !== null && c.payload.length > 0) {
-        ino.xnames.push(XATTR_OVERLAY_REDIRECT);
-        ino.xvalues.push(latin1Bytes("/" + c.payload));
-      }
+      addXattr(ino, XATTR_OVERLAY_METACOPY, c.digest !== null ? encodeMetacopy(c.digest) : EMPTY);
+      if (c.payload !== null && c.payload.length > 0) addXattr(ino, XATTR_OVERLAY_REDIRECT, "/" + c.payload);
       return;
     }
     // composefs-rs: External (digest), ExternalNoVerity (object path), Sparse.
     if (c.digest !== null) {
-      ino.xnames.push(XATTR_OVERLAY_METACOPY, XATTR_OVERLAY_REDIRECT);
-      ino.xvalues.push(encodeMetacopy(c.digest), latin1Bytes("/" + objectPath(c.digest)));
+      addXattr(ino, XATTR_OVERLAY_METACOPY, encodeMetacopy(c.digest));
+      addXattr(ino, XATTR_OVERLAY_REDIRECT, "/" + objectPath(c.digest));
     } else if (c.payload !== null && c.payload.length > 0) {
-      ino.xnames.push(XATTR_OVERLAY_METACOPY, XATTR_OVERLAY_REDIRECT);
-      ino.xvalues.push(EMPTY, latin1Bytes("/" + c.payload));
+      addXattr(ino, XATTR_OVERLAY_METACOPY, EMPTY);
+      addXattr(ino, XATTR_OVERLAY_REDIRECT, "/" + c.payload);
     } else if (c.size > 0n) {
-      ino.xnames.push(XATTR_OVERLAY_METACOPY);
-      ino.xvalues.push(EMPTY);
+      addXattr(ino, XATTR_OVERLAY_METACOPY, EMPTY);
     }
   }
 
-  /** The node's own xattrs, `trusted.overlay.*` escaped, in order of their original names. */
+  /** The node's own xattrs with `trusted.overlay.*` escaped (V2: in order of the original names). */
   userXattrs(ino: Inode, stat: Stat): void {
-    if (stat.xattrs.size === 0) return;
-    const names = [...stat.xattrs.keys()];
-    if (names.length > 1) names.sort();
-    for (const name of names) {
-      const renamed = this.escapeName(name);
-      if (this.epoch === 1) setXattr(ino, renamed, stat.xattrs.get(name)!);
-      else {
-        ino.xnames.push(renamed);
-        ino.xvalues.push(stat.xattrs.get(name)!);
-      }
+    if (this.epoch === 1) {
+      // Order does not matter here: Epoch1 lists are sorted by final name later.
+      for (const [name, value] of stat.xattrs) setXattr(ino, this.escapeName(name), value);
+      return;
     }
+    for (const name of sortedKeys(stat.xattrs)) addXattr(ino, this.escapeName(name), stat.xattrs.get(name)!);
   }
 
   /** Epoch1: breadth-first order, stubs, whiteout escaping (§6.1, §6.4). */
-  collectBfs(root: Dir, hasHardlinks: boolean): void {
-    // Canonical occurrence of every hardlinked leaf: first one in depth-first order.
-    const canonical = hasHardlinks ? this.canonicalOccurrences(root) : null;
+  collectBfs(root: Dir): void {
+    // Canonical occurrence of every hardlinked leaf: its first one in depth-first order.
+    const canonical = this.hardlinks.size > 0 ? this.canonicalOccurrences(root) : null;
 
     // Root stubs 00..ff (synthetic; never part of the caller's tree).
     const stubs = new Set<Leaf>();
-    const rootNames = [...root.entries.keys()];
-    const rootTargets = new Map<BStr, Node>(root.entries);
+    const rootChildren = new Map<BStr, Node>(root.entries);
     const selinux = root.stat.xattrs.get(XATTR_SECURITY_SELINUX);
     for (let i = 0; i < 256; i++) {
       const name = HEX[i >> 4]! + HEX[i & 15]!;
-      if (rootTargets.has(name)) continue;
+      if (rootChildren.has(name)) continue;
       const xattrs = new Map<BStr, Uint8Array>();
       if (selinux !== undefined) xattrs.set(XATTR_SECURITY_SELINUX, selinux);
       const stub: Leaf = {
         kind: "leaf",
-        stat: {
-          mode: 0o644,
-          uid: root.stat.uid,
-          gid: root.stat.gid,
-          mtimeSec: root.stat.mtimeSec,
-          mtimeNsec: root.stat.mtimeNsec,
-          xattrs,
-        },
+        stat: { mode: 0o644, uid: root.stat.uid, gid: root.stat.gid, mtimeSec: root.stat.mtimeSec, mtimeNsec: root.stat.mtimeNsec, xattrs },
         content: { type: "chr", rdev: 0 },
       };
       stubs.add(stub);
-      rootNames.push(name);
-      rootTargets.set(name, stub);
+      rootChildren.set(name, stub);
     }
 
     this.push(root, 0);
-    const queue: { dir: Dir; parent: Dir }[] = [{ dir: root, parent: root }];
-    for (let q = 0; q < queue.length; q++) {
-      const { dir, parent } = queue[q]!;
-      const me = this.inodes[this.index.get(dir)!]!;
-      const children = dir === root ? rootTargets : dir.entries;
-      const names = dir === root ? rootNames : [...dir.entries.keys()];
-      names.sort();
-      const targets: Node[] = new Array(names.length);
+    const dirs: Dir[] = [root];
+    const parents: number[] = [0];
+    const selves: number[] = [0];
+    let deferred = false;
+    for (let q = 0; q < dirs.length; q++) {
+      const dir = dirs[q]!;
+      const meIdx = selves[q]!;
+      const me = this.inodes[meIdx]!;
+      const children = q === 0 ? rootChildren : dir.entries;
+      const names = sortedKeys(children);
+      const targets: number[] = new Array(names.length);
       let subdirs = 0;
       let hasWhiteout = false;
       for (let i = 0; i < names.length; i++) {
         const name = names[i]!;
         const child = children.get(name)!;
-        targets[i] = child;
         if (child.kind === "dir") {
           subdirs++;
+          targets[i] = this.inodes.length;
+          dirs.push(child);
+          parents.push(meIdx);
+          selves.push(this.inodes.length);
           this.push(child, 0);
-          queue.push({ dir: child, parent: dir });
           continue;
         }
-        if (this.index.has(child)) continue; // a later link of an already numbered leaf
-        if (canonical !== null) {
-          const at = canonical.get(child);
-          if (at !== undefined && (at.dir !== dir || at.name !== name)) continue; // numbered at its canonical place
+        if (canonical !== null && this.hardlinks.has(child)) {
+          const at = canonical.get(child)!;
+          if (at.dir !== dir || at.name !== name) {
+            // Not the canonical occurrence: point at the inode numbered there (maybe later).
+            const idx = this.linked.get(child);
+            if (idx === undefined) deferred = true;
+            targets[i] = idx ?? -1;
+            continue;
+          }
         }
-        if (stubs.has(child)) {
+        targets[i] = this.inodes.length;
+        if (q === 0 && stubs.has(child)) {
           this.push(child, 1);
           continue;
         }
-        const ino = this.push(child, this.linkCount(child));
-        if (isWhiteoutLeaf(child)) {
+        const ino = this.push(child, this.leafNlink(child));
+        if (child.content.type === "chr" && child.content.rdev === 0) {
           // Escape the user's whiteout into a regular file (C: add_overlayfs_xattrs).
           ino.kind = K_REG;
           setXattr(ino, XATTR_ESCAPED_WHITEOUT, EMPTY);
@@ -513,17 +540,29 @@ class Collector {
           setXattr(me, XATTR_USERXATTR_OPAQUE, OPAQUE_X);
         }
       }
-      withDots(names, targets, dir, parent);
+      withDots(names, targets, meIdx, parents[q]!);
       me.names = names;
       me.targets = targets;
     }
     setXattr(this.inodes[0]!, XATTR_OVERLAY_OPAQUE, OPAQUE_Y);
+
+    if (deferred) {
+      // Links met before their canonical occurrence (which sits deeper in the tree).
+      for (const ino of this.inodes) {
+        const t = ino.targets;
+        if (t === null) continue;
+        const dir = ino.node as Dir;
+        for (let i = 0; i < t.length; i++) {
+          if (t[i]! < 0) t[i] = this.linked.get(dir.entries.get(ino.names![i]!) as Leaf)!;
+        }
+      }
+    }
   }
 
   /** First depth-first (dumpfile order) occurrence of each hardlinked leaf. */
   canonicalOccurrences(root: Dir): Map<Leaf, { dir: Dir; name: BStr }> {
     const out = new Map<Leaf, { dir: Dir; name: BStr }>();
-    const stack: { dir: Dir; names: BStr[]; i: number }[] = [{ dir: root, names: [...root.entries.keys()].sort(), i: 0 }];
+    const stack: { dir: Dir; names: BStr[]; i: number }[] = [{ dir: root, names: sortedKeys(root.entries), i: 0 }];
     while (stack.length > 0) {
       const top = stack[stack.length - 1]!;
       if (top.i >= top.names.length) {
@@ -533,8 +572,8 @@ class Collector {
       const name = top.names[top.i++]!;
       const child = top.dir.entries.get(name)!;
       if (child.kind === "dir") {
-        stack.push({ dir: child, names: [...child.entries.keys()].sort(), i: 0 });
-      } else if ((this.refs.get(child) ?? 0) > 1 && !out.has(child)) {
+        if (child.entries.size > 0) stack.push({ dir: child, names: sortedKeys(child.entries), i: 0 });
+      } else if (this.hardlinks.has(child) && !out.has(child)) {
         out.set(child, { dir: top.dir, name });
       }
     }
@@ -543,18 +582,19 @@ class Collector {
 
   /** V2: depth-first order, directory before its children (§6.3). */
   collectDfs(root: Dir): void {
-    interface Frame { dir: Dir; me: Inode; names: BStr[]; targets: Node[]; i: number; subdirs: number; parent: Dir }
-    const open = (dir: Dir, parent: Dir): Frame => {
+    interface Frame { dir: Dir; me: Inode; meIdx: number; parentIdx: number; names: BStr[]; targets: number[]; i: number; subdirs: number }
+    const open = (dir: Dir, parentIdx: number): Frame => {
+      const meIdx = this.inodes.length;
       const me = this.push(dir, 0);
-      const names = [...dir.entries.keys()].sort();
-      return { dir, me, names, targets: new Array(names.length), i: 0, subdirs: 0, parent };
+      const names = sortedKeys(dir.entries);
+      return { dir, me, meIdx, parentIdx: parentIdx < 0 ? meIdx : parentIdx, names, targets: new Array(names.length), i: 0, subdirs: 0 };
     };
-    const stack: Frame[] = [open(root, root)];
+    const stack: Frame[] = [open(root, -1)];
     while (stack.length > 0) {
       const top = stack[stack.length - 1]!;
       if (top.i >= top.names.length) {
         top.me.nlink = 2 + top.subdirs;
-        withDots(top.names, top.targets, top.dir, top.parent);
+        withDots(top.names, top.targets, top.meIdx, top.parentIdx);
         top.me.names = top.names;
         top.me.targets = top.targets;
         stack.pop();
@@ -562,12 +602,18 @@ class Collector {
       }
       const i = top.i++;
       const child = top.dir.entries.get(top.names[i]!)!;
-      top.targets[i] = child;
       if (child.kind === "dir") {
         top.subdirs++;
-        stack.push(open(child, top.dir));
-      } else if (!this.index.has(child)) {
-        this.push(child, this.linkCount(child));
+        top.targets[i] = this.inodes.length;
+        stack.push(open(child, top.meIdx));
+        continue;
+      }
+      const idx = this.hardlinks.size > 0 ? this.linked.get(child) : undefined;
+      if (idx !== undefined) {
+        top.targets[i] = idx;
+      } else {
+        top.targets[i] = this.inodes.length;
+        this.push(child, this.leafNlink(child));
       }
     }
   }
@@ -577,18 +623,22 @@ const EMPTY = new Uint8Array(0);
 const OPAQUE_X = new Uint8Array([0x78]);
 const OPAQUE_Y = new Uint8Array([0x79]);
 
-function latin1Bytes(s: BStr): Uint8Array {
-  return new Uint8Array(Buffer.from(s, "latin1"));
+/** Append an xattr (V2 push order; names are known to be distinct). */
+function addXattr(ino: Inode, name: BStr, value: XValue): void {
+  if (ino.xnames === null) {
+    ino.xnames = [name];
+    ino.xvalues = [value];
+  } else {
+    ino.xnames.push(name);
+    ino.xvalues!.push(value);
+  }
 }
 
 /** C lcfs_node_set_xattr: replace the value of an existing name, else append. */
-function setXattr(ino: Inode, name: BStr, value: Uint8Array): void {
-  const i = ino.xnames.indexOf(name);
-  if (i >= 0) ino.xvalues[i] = value;
-  else {
-    ino.xnames.push(name);
-    ino.xvalues.push(value);
-  }
+function setXattr(ino: Inode, name: BStr, value: XValue): void {
+  const i = ino.xnames === null ? -1 : ino.xnames.indexOf(name);
+  if (i >= 0) ino.xvalues![i] = value;
+  else addXattr(ino, name, value);
 }
 
 // ---- xattr interning and sharing (erofs.md §7) ---------------------------------------------------------
@@ -599,71 +649,102 @@ interface SharedTable {
   hasAcl: boolean;
 }
 
-function valueKey(v: Uint8Array): string {
-  return v.byteLength === 0 ? "" : Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString("latin1");
+/**
+ * FNV-1a over a value's length and at most its first 8 and last 16 bytes
+ * (values that differ are digests, object paths, labels: their ends differ),
+ * continuing from `h`. Equal hashes are confirmed byte by byte.
+ */
+function hashValue(h: number, v: XValue): number {
+  const n = valueLength(v);
+  h = Math.imul(h ^ n, 16777619);
+  const headEnd = n < 8 ? n : 8;
+  const tailStart = n - 16 > headEnd ? n - 16 : headEnd;
+  if (typeof v === "string") {
+    for (let i = 0; i < headEnd; i++) h = Math.imul(h ^ (v.charCodeAt(i) & 0xff), 16777619);
+    for (let i = tailStart; i < n; i++) h = Math.imul(h ^ (v.charCodeAt(i) & 0xff), 16777619);
+  } else {
+    for (let i = 0; i < headEnd; i++) h = Math.imul(h ^ v[i]!, 16777619);
+    for (let i = tailStart; i < n; i++) h = Math.imul(h ^ v[i]!, 16777619);
+  }
+  return h;
 }
 
-function compareBytes(a: Uint8Array, b: Uint8Array): number {
-  return Buffer.compare(a, b);
+function compareValues(a: XValue, b: XValue): number {
+  return Buffer.compare(valueBytes(a), valueBytes(b));
 }
 
 /** Epoch1 full-key order: name bytes, then value length, then value bytes (C xattrs_ht_sort). */
 function cmpFullKey(a: XEnt, b: XEnt): number {
-  if (a.name !== b.name) return a.name < b.name ? -1 : 1;
-  if (a.value.byteLength !== b.value.byteLength) return a.value.byteLength - b.value.byteLength;
-  return compareBytes(a.value, b.value);
+  if (a.xn !== b.xn) return a.xn.name < b.xn.name ? -1 : 1;
+  const la = valueLength(a.value);
+  const lb = valueLength(b.value);
+  if (la !== lb) return la - lb;
+  return compareValues(a.value, b.value);
 }
 
 /** V2 order: (prefix index, suffix bytes, value bytes). */
 function cmpV2(a: XEnt, b: XEnt): number {
-  if (a.index !== b.index) return a.index - b.index;
-  if (a.suffix !== b.suffix) return a.suffix < b.suffix ? -1 : 1;
-  return compareBytes(a.value, b.value);
+  if (a.xn.index !== b.xn.index) return a.xn.index - b.xn.index;
+  if (a.xn.suffix !== b.xn.suffix) return a.xn.suffix < b.xn.suffix ? -1 : 1;
+  return compareValues(a.value, b.value);
 }
 
 function internXattrs(inodes: Inode[], epoch: FormatEpoch): SharedTable {
-  const table = new Map<string, XEnt>();
-  const bits = new Map<BStr, { index: number; suffix: BStr; bit: number }>();
+  const buckets = new Map<number, XEnt>();
+  const xnames = new Map<BStr, XName>();
   const all: XEnt[] = [];
   let hasAcl = false;
   for (const ino of inodes) {
-    const n = ino.xnames.length;
-    if (n === 0) continue;
-    let order: number[] | null = null;
-    if (epoch === 1 && n > 1) {
-      // C: qsort by key (names are unique within an inode).
-      order = Array.from({ length: n }, (_, i) => i);
-      const names = ino.xnames;
-      order.sort((a, b) => (names[a]! < names[b]! ? -1 : names[a]! > names[b]! ? 1 : 0));
+    const names = ino.xnames;
+    if (names === null) continue;
+    const values = ino.xvalues!;
+    const n = names.length;
+    if (epoch === 1) {
+      // C: qsort by name (names are unique within an inode). Lists are short: insertion sort.
+      for (let i = 1; i < n; i++) {
+        const kn = names[i]!;
+        const kv = values[i]!;
+        let j = i - 1;
+        while (j >= 0 && names[j]! > kn) {
+          names[j + 1] = names[j]!;
+          values[j + 1] = values[j]!;
+          j--;
+        }
+        names[j + 1] = kn;
+        values[j + 1] = kv;
+      }
     }
     const list: XEnt[] = new Array(n);
     for (let k = 0; k < n; k++) {
-      const i = order === null ? k : order[k]!;
-      const name = ino.xnames[i]!;
-      const value = ino.xvalues[i]!;
-      const key = name + "\0" + valueKey(value);
-      let x = table.get(key);
-      if (x === undefined) {
-        let b = bits.get(name);
-        if (b === undefined) {
-          const { index, suffix } = splitXattrName(name, epoch);
-          const bit = xxh32(Buffer.from(suffix, "latin1"), XATTR_FILTER_SEED + index) & 31;
-          b = { index, suffix, bit };
-          bits.set(name, b);
-        }
-        x = new XEnt(name, value, b.index, b.suffix, b.bit);
-        table.set(key, x);
-        all.push(x);
+      const name = names[k]!;
+      const value = values[k]!;
+      let xn = xnames.get(name);
+      if (xn === undefined) {
+        const { index, suffix } = splitXattrName(name, epoch);
+        const filterBit = xxh32(Buffer.from(suffix, "latin1"), XATTR_FILTER_SEED + index) & 31;
+        xn = { id: xnames.size, name, index, suffix, filterBit };
+        xnames.set(name, xn);
         if (name === XATTR_POSIX_ACL_ACCESS || name === XATTR_POSIX_ACL_DEFAULT) hasAcl = true;
+      }
+      const h = hashValue(Math.imul(0x811c9dc5 ^ xn.id, 16777619), value);
+      const head = buckets.get(h) ?? null;
+      let x = head;
+      while (x !== null && !(x.xn === xn && valueEquals(x.value, value))) x = x.next;
+      if (x === null) {
+        x = new XEnt(xn, value);
+        x.next = head;
+        buckets.set(h, x);
+        all.push(x);
       }
       x.count++;
       list[k] = x;
     }
     ino.xattrs = list;
-    ino.xnames = [];
-    ino.xvalues = [];
+    ino.xnames = null;
+    ino.xvalues = null;
   }
-  const shared = all.filter((x) => x.count > 1);
+  const shared: XEnt[] = [];
+  for (const x of all) if (x.count > 1) shared.push(x);
   if (epoch === 1) shared.sort((a, b) => cmpFullKey(b, a)); // descending
   else shared.sort(cmpV2);
   let off = 0;
@@ -767,8 +848,7 @@ function shapeInode(ino: Inode, epoch: FormatEpoch): void {
     ino.size = size;
     ino.dataLayout = DataLayout.CHUNK_BASED;
     ino.iu = chunkBits(size) - 12;
-    ino.chunks = chunkCount(size);
-    ino.tail = 4 * ino.chunks;
+    ino.tail = 4 * chunkCount(size);
     return;
   }
   // V2: External → one null chunk index; ExternalNoVerity / Sparse → none.
@@ -776,8 +856,7 @@ function shapeInode(ino: Inode, epoch: FormatEpoch): void {
   ino.size = c.size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(c.size) : c.size;
   ino.dataLayout = DataLayout.CHUNK_BASED;
   ino.iu = V2_CHUNK_FORMAT;
-  ino.chunks = c.digest !== null ? 1 : 0;
-  ino.tail = 4 * ino.chunks;
+  ino.tail = c.digest !== null ? 4 : 0;
 }
 
 function mtimeLess(aSec: number, aNsec: number, bSec: number, bNsec: number): boolean {
@@ -807,7 +886,7 @@ function layout(inodes: Inode[], shared: SharedTable, epoch: FormatEpoch): Layou
     let localSize = 0;
     let names = 0;
     for (const x of ino.xattrs) {
-      names |= 1 << x.filterBit;
+      names |= 1 << x.xn.filterBit;
       if (x.sharedOff >= 0 && (epoch === 2 || nShared < XATTR_LONG_PREFIX)) nShared++;
       else localSize += x.entrySize;
     }
@@ -904,7 +983,6 @@ function emit(inodes: Inode[], shared: SharedTable, lay: Layout, version: Format
   const epoch = epochOf(version);
   const out = new Uint8Array(lay.end);
   const dv = new DataView(out.buffer);
-  const buf = Buffer.from(out.buffer, 0, out.byteLength);
 
   writeComposefsHeader(dv, 0, {
     magic: COMPOSEFS_MAGIC,
@@ -967,7 +1045,7 @@ function emit(inodes: Inode[], shared: SharedTable, lay: Layout, version: Format
           refs++;
           continue;
         }
-        p = writeXattrEntry(dv, buf, out, p, x);
+        p = writeXattrEntry(dv, out, p, x);
       }
     }
 
@@ -975,7 +1053,7 @@ function emit(inodes: Inode[], shared: SharedTable, lay: Layout, version: Format
     if (ino.tail > 0) {
       if (ino.kind === K_DIR) {
         const s = ino.blockStarts!;
-        writeDirBlock(dv, buf, inodes, ino, s[s.length - 1]!, ino.names!.length, p);
+        writeDirBlock(dv, out, inodes, ino, s[s.length - 1]!, ino.names!.length, p);
       } else if (ino.kind === K_LNK) {
         out.set((ino.node as Leaf & { content: { type: "symlink"; target: Uint8Array } }).content.target, p);
       } else if (ino.dataLayout === DataLayout.CHUNK_BASED) {
@@ -991,7 +1069,7 @@ function emit(inodes: Inode[], shared: SharedTable, lay: Layout, version: Format
       const b = ino.blockOffset;
       if (ino.kind === K_DIR) {
         const s = ino.blockStarts!;
-        for (let k = 0; k < ino.nBlocks; k++) writeDirBlock(dv, buf, inodes, ino, s[k]!, s[k + 1]!, b + k * BLOCK_SIZE);
+        for (let k = 0; k < ino.nBlocks; k++) writeDirBlock(dv, out, inodes, ino, s[k]!, s[k + 1]!, b + k * BLOCK_SIZE);
       } else if (ino.kind === K_LNK) {
         out.set((ino.node as Leaf & { content: { type: "symlink"; target: Uint8Array } }).content.target, b);
       } else if (ino.dataLayout === DataLayout.CHUNK_BASED) {
@@ -1004,22 +1082,30 @@ function emit(inodes: Inode[], shared: SharedTable, lay: Layout, version: Format
   }
 
   let p = lay.sharedStart;
-  for (const x of shared.entries) p = writeXattrEntry(dv, buf, out, p, x);
+  for (const x of shared.entries) p = writeXattrEntry(dv, out, p, x);
   return out;
 }
 
-function writeXattrEntry(dv: DataView, buf: Buffer, out: Uint8Array, p: number, x: XEnt): number {
-  writeXattrEntryHeader(dv, p, x.suffix.length, x.index, x.value.byteLength);
-  let q = p + XATTR_ENTRY_HEADER_SIZE;
-  if (x.suffix.length > 0) q += buf.write(x.suffix, q, "latin1");
-  out.set(x.value, q);
+function writeXattrEntry(dv: DataView, out: Uint8Array, p: number, x: XEnt): number {
+  const v = x.value;
+  writeXattrEntryHeader(dv, p, x.xn.suffix.length, x.xn.index, valueLength(v));
+  const q = putStr(out, p + XATTR_ENTRY_HEADER_SIZE, x.xn.suffix);
+  if (typeof v === "string") putStr(out, q, v);
+  else out.set(v, q);
   return p + x.entrySize;
 }
 
+/** Writes a byte string at `p`; returns the position after it. */
+function putStr(out: Uint8Array, p: number, s: BStr): number {
+  const n = s.length;
+  for (let i = 0; i < n; i++) out[p + i] = s.charCodeAt(i);
+  return p + n;
+}
+
 /** Entries [from, to) of a directory as one block (headers, then names) at `p`. */
-function writeDirBlock(dv: DataView, buf: Buffer, inodes: Inode[], dir: Inode, from: number, to: number, p: number): void {
+function writeDirBlock(dv: DataView, out: Uint8Array, inodes: Inode[], dir: Inode, from: number, to: number, p: number): void {
   const names = dir.names!;
-  const idx = dir.targetIdx!;
+  const idx = dir.targets!;
   let nameoff = DIRENT_SIZE * (to - from);
   let h = p;
   for (let i = from; i < to; i++) {
@@ -1028,7 +1114,7 @@ function writeDirBlock(dv: DataView, buf: Buffer, inodes: Inode[], dir: Inode, f
     h += DIRENT_SIZE;
     nameoff += names[i]!.length;
   }
-  for (let i = from; i < to; i++) h += buf.write(names[i]!, h, "latin1");
+  for (let i = from; i < to; i++) h = putStr(out, h, names[i]!);
 }
 
 // ---- entry point -------------------------------------------------------------------------------------------------
@@ -1042,22 +1128,12 @@ export function writeErofs(root: Dir, opts: WriteErofsOptions): Uint8Array {
   const version = opts.version;
   if (version !== 0 && version !== 1 && version !== 2) throw new CfsError("version", `unknown composefs format version ${String(version)}`);
   const epoch = epochOf(version);
-  const { refs, hasHardlinks } = validateTree(root, epoch);
+  const { hardlinks } = validateTree(root, epoch);
 
-  const col = new Collector(epoch, version, refs);
-  if (epoch === 1) col.collectBfs(root, hasHardlinks);
+  const col = new Collector(epoch, version, hardlinks);
+  if (epoch === 1) col.collectBfs(root);
   else col.collectDfs(root);
   const inodes = col.inodes;
-
-  // Resolve directory entries to inode indexes.
-  for (const ino of inodes) {
-    if (ino.targets === null) continue;
-    const t = ino.targets;
-    const idx = new Int32Array(t.length);
-    for (let i = 0; i < t.length; i++) idx[i] = col.index.get(t[i]!)!;
-    ino.targetIdx = idx;
-    ino.targets = null;
-  }
 
   const shared = internXattrs(inodes, epoch);
   const lay = layout(inodes, shared, epoch);
