@@ -68,6 +68,14 @@ export interface Leaf {
   content: LeafContent;
   /** Explicit nlink (C-compatible dumpfile input); undefined = count references. */
   nlink?: number;
+  /**
+   * C-compatible dumpfile input only: the path of the entry that was the
+   * hardlink *target* (the line with the full metadata) when that is not the
+   * leaf's first occurrence in depth-first order. C keeps target and links
+   * apart and V0/V1 EROFS writers number the inode at the target's place;
+   * undefined = the first depth-first occurrence.
+   */
+  primaryPath?: BStr;
 }
 
 export interface Dir {
@@ -268,6 +276,7 @@ export function cloneTree(root: Dir): Dir {
         if (leaf === undefined) {
           leaf = { kind: "leaf", stat: cloneStat(child.stat), content: { ...child.content } };
           if (child.nlink !== undefined) leaf.nlink = child.nlink;
+          if (child.primaryPath !== undefined) leaf.primaryPath = child.primaryPath;
           leaves.set(child, leaf);
         }
         out.entries.set(name, leaf);
