@@ -559,10 +559,17 @@ class Collector {
     }
   }
 
-  /** First depth-first (dumpfile order) occurrence of each hardlinked leaf. */
+  /**
+   * Canonical occurrence of each hardlinked leaf: the entry at `leaf.primaryPath`
+   * when given (C: the hardlink target line), else the first one in depth-first
+   * (dumpfile) order.
+   */
   canonicalOccurrences(root: Dir): Map<Leaf, { dir: Dir; name: BStr }> {
     const out = new Map<Leaf, { dir: Dir; name: BStr }>();
-    const stack: { dir: Dir; names: BStr[]; i: number }[] = [{ dir: root, names: sortedKeys(root.entries), i: 0 }];
+    const firsts = new Map<Leaf, { dir: Dir; name: BStr }>();
+    const stack: { dir: Dir; prefix: BStr; names: BStr[]; i: number }[] = [
+      { dir: root, prefix: "/", names: sortedKeys(root.entries), i: 0 },
+    ];
     while (stack.length > 0) {
       const top = stack[stack.length - 1]!;
       if (top.i >= top.names.length) {
@@ -572,11 +579,13 @@ class Collector {
       const name = top.names[top.i++]!;
       const child = top.dir.entries.get(name)!;
       if (child.kind === "dir") {
-        if (child.entries.size > 0) stack.push({ dir: child, names: sortedKeys(child.entries), i: 0 });
-      } else if (this.hardlinks.has(child) && !out.has(child)) {
-        out.set(child, { dir: top.dir, name });
+        if (child.entries.size > 0) stack.push({ dir: child, prefix: top.prefix + name + "/", names: sortedKeys(child.entries), i: 0 });
+      } else if (this.hardlinks.has(child)) {
+        if (!firsts.has(child)) firsts.set(child, { dir: top.dir, name });
+        if (child.primaryPath !== undefined && child.primaryPath === top.prefix + name) out.set(child, { dir: top.dir, name });
       }
     }
+    for (const [leaf, at] of firsts) if (!out.has(leaf)) out.set(leaf, at);
     return out;
   }
 
