@@ -93,6 +93,7 @@ function openLibc() {
     renameat2: { args: ["i32", "ptr", "i32", "ptr", "u32"], returns: "i32" },
     mknodat: { args: ["i32", "ptr", "u32", "u64"], returns: "i32" },
     statx: { args: ["i32", "ptr", "i32", "u32", "ptr"], returns: "i32" },
+    utimensat: { args: ["i32", "ptr", "ptr", "i32"], returns: "i32" },
     copy_file_range: { args: ["i32", "ptr", "i32", "ptr", "u64", "u32"], returns: "i64" },
     lgetxattr: { args: ["ptr", "ptr", "ptr", "u64"], returns: "i64" },
     llistxattr: { args: ["ptr", "ptr", "u64"], returns: "i64" },
@@ -428,6 +429,29 @@ export function statx(path: SysPath, flags = AT_SYMLINK_NOFOLLOW, mask = STATX_B
   };
 }
 
+export const UTIME_OMIT = (1 << 30) - 2;
+
+/**
+ * utimensat(2) with nanosecond times: atime and mtime as [sec, nsec]
+ * (UTIME_OMIT as nsec leaves one unchanged). Default flags
+ * AT_SYMLINK_NOFOLLOW: a symlink's own times.
+ */
+export function utimensat(
+  path: SysPath,
+  atime: readonly [number, number] | null,
+  mtime: readonly [number, number],
+  flags = AT_SYMLINK_NOFOLLOW,
+  dirfd = AT_FDCWD,
+): void {
+  const ts = new Uint8Array(32);
+  const dv = new DataView(ts.buffer);
+  dv.setBigInt64(0, BigInt(atime?.[0] ?? 0), true);
+  dv.setBigInt64(8, BigInt(atime?.[1] ?? UTIME_OMIT), true);
+  dv.setBigInt64(16, BigInt(mtime[0]), true);
+  dv.setBigInt64(24, BigInt(mtime[1]), true);
+  check(show(path), "utimensat", () => libc().utimensat(dirfd, cstr(path), ts, flags));
+}
+
 /**
  * copy_file_range(2) of up to `len` bytes from the current offsets; returns
  * the count copied (0 at end of input). Throws EXDEV/EINVAL/EOPNOTSUPP where
@@ -602,7 +626,7 @@ export function fsContextLog(fsfd: number): string[] {
   for (let i = 0; i < 64; i++) {
     const r = Number(libc().read(fsfd, buf, BigInt(buf.byteLength)));
     if (r <= 0) break;
-    out.push(Buffer.from(buf.subarray(0, r)).toString("utf8"));
+    out.push(Buffer.from(buf.subarray(0, r)).toString("utf8").trimEnd());
   }
   return out;
 }
