@@ -1,0 +1,994 @@
+// The composefs dumpfile format (composefs-dump(5)): text ⇄ tree.
+//
+// One line per filesystem entry:
+//
+//   PATH SIZE MODE NLINK UID GID RDEV MTIME PAYLOAD CONTENT DIGEST [XATTR...]
+//
+// See shared/reference/dumpfile.md for the format. This module is pure.
+//
+// Parsing — `parseDumpfile(bytes, { mode })` → a shared/tree.ts `Dir`:
+//
+//   "c"        C `mkcomposefs --from-file` with CFS_PARSE_STRICT unset:
+//              inline ≤ 5000 bytes, symlink ≤ 4095, any payload, leaf NLINK
+//              kept (as `leaf.nlink` when it differs from the number of
+//              references), hardlink lines may precede their target (resolved
+//              at the end), only `@` and PAYLOAD read on hardlink lines, rdev
+//              stored as its low 32 bits, content wins over payload, a
+//              regular file of SIZE 0 without content is a plain empty file
+//              (payload/digest dropped, as C writes no metacopy for it), junk
+//              mode bits above 0o177777 dropped, one trailing space tolerated,
+//              missing final newline accepted, nonzero RDEV on a non-device
+//              ignored, symlink SIZE ignored.
+//   "c-strict" the same plus C's CFS_PARSE_STRICT checks: missing final
+//              newline, symlink SIZE ≠ target length, nonzero RDEV on a
+//              non-device.
+//   "strict"   (the default) what both composefs-rs and C accept with the same
+//              meaning: composefs-rs limits (inline ≤ 512, symlink ≤ 1024,
+//              payload exactly `xx/<hex>` of a sha256/sha512 digest and equal
+//              to the digest's object path when DIGEST is given, hardlink
+//              target on an earlier line, rdev < 2^32, NLINK ignored) plus the
+//              C strict checks, and no construct the two parsers read
+//              differently (payload + content, payload on an empty file,
+//              digest without payload, duplicate xattr keys, payload on a
+//              directory/device, mode bits above 0o177777).
+//
+//   All modes reject: a first line that is not the root directory, a second
+//   root, duplicate paths, non-canonical paths (relative, `.`, `..`, `//`,
+//   trailing `/`), a missing parent, names > 255 bytes, paths > 4096 bytes,
+//   NUL bytes in a line or in a path/name/target/xattr key, empty fields
+//   (two spaces), bad escapes, MTIME nanoseconds ≥ 1e9, CONTENT length ≠
+//   SIZE, CONTENT or DIGEST on a non-regular file, hardlinks to a directory /
+//   to themselves / to a missing path / in a loop, hardlinked whiteouts
+//   (chr 0:0 with NLINK > 1 or referenced twice), regular files larger than
+//   2^53 bytes (C: 1024 chunks of 2^43 bytes), xattrs beyond C's per-inode
+//   budget (32767 bytes of EROFS xattr entries), keys > 255 bytes, values >
+//   65535 bytes.
+//
+//   Errors are CfsError with input `line N` and what = `field NAME: …` (or a
+//   sentence for whole-line problems). Callers prefix the file with
+//   `err.within(file)`.
+//
+// Writing — `writeDumpfile(root)`, composefs-rs style (dumpfile.md §7):
+// depth-first in byte order, directory SIZE 0, directory NLINK 2 + subdirs,
+// leaf NLINK = `leaf.nlink` if set else the number of references, later
+// occurrences of a hardlinked leaf as `PATH 0 @120000 - - - - 0.0 TARGET - -`,
+// xattrs in byte order of their keys, every line ends with "\n".
+//
+// Low-level pieces for other printers (e.g. the EROFS reader printing
+// C `composefs-info dump` lines with directory sizes from the image, xattrs in
+// image order and C-style `@` hardlink lines):
+//   escapeField(value, kind)     one field, escaped
+//   formatDumpLine(fields)       one full line (without "\n")
+//   formatRustHardlinkLine(p, t) the composefs-rs hardlink line
+//   nodeDumpFields(node, path, nlink)  the fields writeDumpfile uses for a node
+//   joinDumpLines(lines)         lines → bytes, each followed by "\n"
+
+import type { BStr } from "./bytes.ts";
+import { bstr, displayBstr, toHex } from "./bytes.ts";
+import { CfsError } from "./errors.ts";
+import type { Dir, Leaf, LeafContent, Node, Regular } from "./tree.ts";
+import { countLinks, fullMode, objectPath, S_IFMT, typeFromMode } from "./tree.ts";
+
+// ---- limits ------------------------------------------------------------------------
+
+export type DumpfileMode = "c" | "c-strict" | "strict";
+
+export interface ParseOptions {
+  /** Parser flavour; default "strict". */
+  mode?: DumpfileMode;
+}
+
+/** C `LCFS_INLINE_CONTENT_MAX`. */
+export const C_INLINE_MAX = 5000;
+/** composefs-rs `MAX_INLINE_CONTENT`. */
+export const RS_INLINE_MAX = 512;
+/** C: PATH_MAX − 1. */
+export const C_SYMLINK_MAX = 4095;
+/** composefs-rs `SYMLINK_MAX`. */
+export const RS_SYMLINK_MAX = 1024;
+/** C: payloads (redirect targets) are below PATH_MAX. */
+export const C_PAYLOAD_MAX = 4095;
+export const PATH_MAX = 4096;
+export const NAME_MAX = 255;
+export const XATTR_NAME_MAX = 255;
+export const XATTR_VALUE_MAX = 65535;
+/** C caps the raw (escaped) xattr part of a line. */
+export const XATTR_LINE_MAX = 65535;
+/** C `LCFS_INODE_EXTERNAL_XATTR_MAX`: budget of EROFS xattr entry bytes per inode. */
+export const C_XATTR_INODE_MAX = 32767;
+/** Largest regular file: C allows 1024 chunks of 2^43 bytes. */
+export const MAX_FILE_SIZE = 1n << 53n;
+
+const U32_MAX = 0xffff_ffff;
+const U64_MAX = (1n << 64n) - 1n;
+
+interface Limits {
+  inlineMax: number;
+  symlinkMax: number;
+  /** CFS_PARSE_STRICT checks. */
+  cStrict: boolean;
+  /** composefs-rs rules and "both parsers agree" rules. */
+  rs: boolean;
+}
+
+const LIMITS: Record<DumpfileMode, Limits> = {
+  c: { inlineMax: C_INLINE_MAX, symlinkMax: C_SYMLINK_MAX, cStrict: false, rs: false },
+  "c-strict": { inlineMax: C_INLINE_MAX, symlinkMax: C_SYMLINK_MAX, cStrict: true, rs: false },
+  strict: { inlineMax: RS_INLINE_MAX, symlinkMax: RS_SYMLINK_MAX, cStrict: true, rs: true },
+};
+
+// ---- field names ---------------------------------------------------------------------
+
+export const FIELD_NAMES = [
+  "PATH", "SIZE", "MODE", "NLINK", "UID", "GID", "RDEV", "MTIME", "PAYLOAD", "CONTENT", "DIGEST",
+] as const;
+const F_PATH = 0, F_SIZE = 1, F_MODE = 2, F_NLINK = 3, F_UID = 4, F_GID = 5, F_RDEV = 6,
+  F_MTIME = 7, F_PAYLOAD = 8, F_CONTENT = 9, F_DIGEST = 10, N_FIXED = 11;
+
+// ---- escaping ------------------------------------------------------------------------
+
+/**
+ * How a field is escaped:
+ * - "optional": PATH, PAYLOAD, CONTENT (and DIGEST): null or empty → `-`,
+ *   a value that is exactly `-` → `\x2d`.
+ * - "xattr": an xattr key or value: `=` is also escaped (`\x3d`); no
+ *   sentinel, so an empty value prints as nothing and `-` as `-`.
+ * Both escape `\\`, `\n`, `\r`, `\t` by name and every other byte outside
+ * 0x21..0x7e as lowercase `\xHH` (identical in C and composefs-rs).
+ */
+export type EscapeKind = "optional" | "xattr";
+
+const HEXDIGITS = "0123456789abcdef";
+const C_BACKSLASH = 0x5c, C_EQ = 0x3d, C_DASH = 0x2d, C_SPACE = 0x20, C_NL = 0x0a;
+
+/** A growable byte buffer the writer appends to (all output is ASCII). */
+class Sink {
+  buf: Uint8Array;
+  len = 0;
+
+  constructor(capacity = 256) {
+    this.buf = new Uint8Array(capacity);
+  }
+
+  ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    let cap = this.buf.length * 2;
+    while (cap < this.len + n) cap *= 2;
+    const next = new Uint8Array(cap);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+  }
+
+  byte(c: number): void {
+    this.ensure(1);
+    this.buf[this.len++] = c;
+  }
+
+  /** An ASCII string verbatim. */
+  ascii(s: string): void {
+    this.ensure(s.length);
+    const buf = this.buf;
+    let len = this.len;
+    for (let i = 0; i < s.length; i++) buf[len++] = s.charCodeAt(i);
+    this.len = len;
+  }
+
+  /** Escaped bytes or byte string (see EscapeKind). */
+  escaped(v: Uint8Array | BStr | null, kind: EscapeKind): void {
+    const isStr = typeof v === "string";
+    const n = v === null ? 0 : isStr ? v.length : v.byteLength;
+    const escapeEq = kind === "xattr";
+    if (!escapeEq) {
+      if (n === 0) return this.byte(C_DASH);
+      if (n === 1 && (isStr ? v.charCodeAt(0) : v![0]) === C_DASH) return this.ascii("\\x2d");
+    }
+    this.ensure(4 * n);
+    const buf = this.buf;
+    let len = this.len;
+    for (let i = 0; i < n; i++) {
+      const c = isStr ? v.charCodeAt(i) : v![i]!;
+      if (c >= 0x21 && c <= 0x7e && c !== C_BACKSLASH && !(escapeEq && c === C_EQ)) {
+        buf[len++] = c;
+        continue;
+      }
+      buf[len++] = C_BACKSLASH;
+      switch (c) {
+        case C_BACKSLASH: buf[len++] = C_BACKSLASH; break;
+        case 0x0a: buf[len++] = 0x6e; break; // n
+        case 0x0d: buf[len++] = 0x72; break; // r
+        case 0x09: buf[len++] = 0x74; break; // t
+        default:
+          buf[len++] = 0x78; // x
+          buf[len++] = HEXDIGITS.charCodeAt(c >> 4);
+          buf[len++] = HEXDIGITS.charCodeAt(c & 15);
+      }
+    }
+    this.len = len;
+  }
+
+  hex(bytes: Uint8Array): void {
+    this.ensure(2 * bytes.byteLength);
+    const buf = this.buf;
+    for (const b of bytes) {
+      buf[this.len++] = HEXDIGITS.charCodeAt(b >> 4);
+      buf[this.len++] = HEXDIGITS.charCodeAt(b & 15);
+    }
+  }
+
+  bytes(): Uint8Array {
+    return this.buf.slice(0, this.len);
+  }
+
+  text(): BStr {
+    return Buffer.from(this.buf.buffer, this.buf.byteOffset, this.len).toString("latin1");
+  }
+}
+
+// Bytes that print as themselves: 0x21..0x7e except backslash (and "=" for xattrs).
+const PLAIN = /^[\x21-\x5b\x5d-\x7e]*$/;
+const PLAIN_XATTR = /^[\x21-\x3c\x3e-\x5b\x5d-\x7e]*$/;
+
+function escapeString(s: BStr, escapeEq: boolean): string {
+  if ((escapeEq ? PLAIN_XATTR : PLAIN).test(s)) return s;
+  let out = "";
+  let start = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x21 && c <= 0x7e && c !== C_BACKSLASH && !(escapeEq && c === C_EQ)) continue;
+    if (i > start) out += s.slice(start, i);
+    start = i + 1;
+    switch (c) {
+      case C_BACKSLASH: out += "\\\\"; break;
+      case 0x0a: out += "\\n"; break;
+      case 0x0d: out += "\\r"; break;
+      case 0x09: out += "\\t"; break;
+      default: out += "\\x" + HEXDIGITS[c >> 4]! + HEXDIGITS[c & 15]!;
+    }
+  }
+  if (start < s.length) out += s.slice(start);
+  return out;
+}
+
+/** Escape one field value (bytes or a byte string) for a dumpfile line. */
+export function escapeField(value: Uint8Array | BStr | null, kind: EscapeKind): string {
+  const s = value === null ? "" : typeof value === "string" ? value : bstr(value);
+  if (kind === "optional") {
+    if (s.length === 0) return "-";
+    if (s === "-") return "\\x2d";
+  }
+  return escapeString(s, kind === "xattr");
+}
+
+// ---- line formatting ----------------------------------------------------------------
+
+/** The fields of one dumpfile line, unescaped. */
+export interface DumpLineFields {
+  /** Absolute path ("/" for the root). */
+  path: BStr;
+  size: bigint | number;
+  /** Full st_mode: type bits | permission bits. */
+  mode: number;
+  /** Print MODE with a leading `@` (a C-style hardlink line; PAYLOAD = target path). */
+  hardlink?: boolean;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdev: number | bigint;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Object path, symlink target, hardlink target; null → `-`. */
+  payload: BStr | Uint8Array | null;
+  /** Inline content; null (or empty) → `-`. */
+  content: Uint8Array | null;
+  /** Printed as lowercase hex; null → `-`. */
+  digest: Uint8Array | null;
+  /** Printed in the given order (writeDumpfile sorts them by key first). */
+  xattrs: Iterable<readonly [BStr, Uint8Array]>;
+}
+
+function emitLine(sink: Sink, f: DumpLineFields): void {
+  sink.escaped(f.path, "optional");
+  sink.ascii(
+    " " + f.size.toString() + " " + (f.hardlink === true ? "@" : "") + f.mode.toString(8) + " " +
+    f.nlink.toString() + " " + f.uid.toString() + " " + f.gid.toString() + " " + f.rdev.toString() + " " +
+    f.mtimeSec.toString() + "." + f.mtimeNsec.toString() + " ",
+  );
+  sink.escaped(f.payload, "optional");
+  sink.byte(C_SPACE);
+  sink.escaped(f.content, "optional");
+  sink.byte(C_SPACE);
+  if (f.digest === null) sink.byte(C_DASH);
+  else sink.hex(f.digest);
+  for (const [key, value] of f.xattrs) {
+    sink.byte(C_SPACE);
+    sink.escaped(key, "xattr");
+    sink.byte(C_EQ);
+    sink.escaped(value, "xattr");
+  }
+}
+
+function emitRustHardlink(sink: Sink, path: BStr, target: BStr): void {
+  sink.escaped(path, "optional");
+  sink.ascii(" 0 @120000 - - - - 0.0 ");
+  sink.escaped(target, "optional");
+  sink.ascii(" - -");
+}
+
+/** Format one dumpfile line, without the trailing "\n". Returns a byte string (ASCII). */
+export function formatDumpLine(f: DumpLineFields): BStr {
+  const sink = new Sink();
+  emitLine(sink, f);
+  return sink.text();
+}
+
+/** composefs-rs's hardlink line: `PATH 0 @120000 - - - - 0.0 TARGET - -` (no "\n"). */
+export function formatRustHardlinkLine(path: BStr, target: BStr): BStr {
+  const sink = new Sink();
+  emitRustHardlink(sink, path, target);
+  return sink.text();
+}
+
+/** Lines → dumpfile bytes; every line (including the last) gets a "\n". */
+export function joinDumpLines(lines: readonly BStr[]): Uint8Array {
+  const sink = new Sink();
+  for (const line of lines) {
+    sink.ensure(line.length + 1);
+    for (let i = 0; i < line.length; i++) sink.buf[sink.len++] = line.charCodeAt(i) & 0xff;
+    sink.buf[sink.len++] = C_NL;
+  }
+  return sink.bytes();
+}
+
+const NO_XATTRS: readonly [BStr, Uint8Array][] = [];
+
+function sortedXattrs(xattrs: Map<BStr, Uint8Array>): readonly [BStr, Uint8Array][] {
+  if (xattrs.size === 0) return NO_XATTRS;
+  const list = Array.from(xattrs);
+  if (list.length > 1) list.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  return list;
+}
+
+/**
+ * The fields writeDumpfile prints for a node (composefs-rs conventions):
+ * directory SIZE 0, RDEV only for devices, xattrs sorted by key. `nlink` is
+ * what to print in NLINK. Other printers can override fields (e.g. `size` of
+ * a directory, the xattr order, or `{hardlink: true, payload: targetPath}`).
+ */
+export function nodeDumpFields(node: Node, path: BStr, nlink: number): DumpLineFields {
+  const st = node.stat;
+  const f: DumpLineFields = {
+    path,
+    size: 0,
+    mode: fullMode(node),
+    nlink,
+    uid: st.uid,
+    gid: st.gid,
+    rdev: 0,
+    mtimeSec: st.mtimeSec,
+    mtimeNsec: st.mtimeNsec,
+    payload: null,
+    content: null,
+    digest: null,
+    xattrs: sortedXattrs(st.xattrs),
+  };
+  if (node.kind === "dir") return f;
+  const c = node.content;
+  switch (c.type) {
+    case "regular":
+      if (c.inline !== null) {
+        f.size = c.inline.byteLength;
+        f.content = c.inline;
+      } else {
+        f.size = c.size;
+        f.payload = c.payload;
+        f.digest = c.digest;
+      }
+      break;
+    case "symlink":
+      f.size = c.target.byteLength;
+      f.payload = c.target;
+      break;
+    case "chr":
+    case "blk":
+      f.rdev = c.rdev;
+      break;
+    case "fifo":
+    case "socket":
+      break;
+  }
+  return f;
+}
+
+/** Serialise a tree as a dumpfile, composefs-rs style (see the module comment). */
+export function writeDumpfile(root: Dir): Uint8Array {
+  const links = countLinks(root);
+  const firstPath = new Map<Leaf, BStr>();
+  const sink = new Sink(1 << 16);
+  // Depth-first, children in byte order, directory line before its children.
+  const stack: { dir: Dir; prefix: BStr; names: BStr[]; i: number }[] = [];
+  const enter = (dir: Dir, path: BStr): void => {
+    let nlink = 2;
+    for (const child of dir.entries.values()) if (child.kind === "dir") nlink++;
+    emitLine(sink, nodeDumpFields(dir, path, nlink));
+    sink.byte(C_NL);
+    const names = Array.from(dir.entries.keys());
+    names.sort();
+    stack.push({ dir, prefix: path === "/" ? "/" : path + "/", names, i: 0 });
+  };
+  enter(root, "/");
+  while (stack.length > 0) {
+    const top = stack[stack.length - 1]!;
+    if (top.i >= top.names.length) {
+      stack.pop();
+      continue;
+    }
+    const name = top.names[top.i++]!;
+    const node = top.dir.entries.get(name)!;
+    const path = top.prefix + name;
+    if (node.kind === "dir") {
+      enter(node, path);
+      continue;
+    }
+    const refs = links.get(node) ?? 1;
+    if (refs > 1) {
+      const first = firstPath.get(node);
+      if (first !== undefined) {
+        emitRustHardlink(sink, path, first);
+        sink.byte(C_NL);
+        continue;
+      }
+      firstPath.set(node, path);
+    }
+    emitLine(sink, nodeDumpFields(node, path, node.nlink ?? refs));
+    sink.byte(C_NL);
+  }
+  return sink.bytes();
+}
+
+// ---- parsing ------------------------------------------------------------------------
+
+const EMPTY = new Uint8Array(0);
+
+function fail(lineNo: number, what: string): never {
+  throw new CfsError(`line ${lineNo}`, what);
+}
+
+function show(s: BStr): string {
+  return displayBstr(s);
+}
+
+/** Unescape a field into a byte string. `field` names it in errors. */
+function unescape(s: BStr, lineNo: number, field: string): BStr {
+  let i = s.indexOf("\\");
+  if (i < 0) return s;
+  let out = s.slice(0, i);
+  let start = i;
+  while (i < s.length) {
+    if (s.charCodeAt(i) !== 0x5c) {
+      i++;
+      continue;
+    }
+    if (i > start) out += s.slice(start, i);
+    if (i + 1 >= s.length) fail(lineNo, `field ${field}: escape "\\" at the end of the field`);
+    const e = s[i + 1]!;
+    switch (e) {
+      case "\\": out += "\\"; i += 2; break;
+      case "n": out += "\n"; i += 2; break;
+      case "r": out += "\r"; i += 2; break;
+      case "t": out += "\t"; i += 2; break;
+      case "x": {
+        const hex = s.slice(i + 2, i + 4);
+        if (hex.length < 2) fail(lineNo, `field ${field}: incomplete hex escape "\\x${show(hex)}"`);
+        const h = hexVal(hex.charCodeAt(0));
+        const l = hexVal(hex.charCodeAt(1));
+        if (h < 0 || l < 0) fail(lineNo, `field ${field}: invalid hex escape "\\x${show(hex)}"`);
+        out += String.fromCharCode((h << 4) | l);
+        i += 4;
+        break;
+      }
+      default:
+        fail(lineNo, `field ${field}: unsupported escape "\\${show(e)}"`);
+    }
+    start = i;
+  }
+  if (start < s.length) out += s.slice(start);
+  return out;
+}
+
+function hexVal(c: number): number {
+  if (c >= 0x30 && c <= 0x39) return c - 0x30;
+  if (c >= 0x61 && c <= 0x66) return c - 0x57;
+  if (c >= 0x41 && c <= 0x46) return c - 0x37;
+  return -1;
+}
+
+function toBytes(s: BStr): Uint8Array {
+  if (s.length === 0) return EMPTY;
+  const b = Buffer.from(s, "latin1");
+  // Copy out of Buffer's shared pool so each value owns its memory.
+  return new Uint8Array(b);
+}
+
+function isDigits(s: string): boolean {
+  if (s.length === 0) return false;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x39) return false;
+  }
+  return true;
+}
+
+/** Decimal unsigned integer ≤ max (a safe integer). */
+function parseUint(s: string, max: number, lineNo: number, field: string): number {
+  if (!isDigits(s)) fail(lineNo, `field ${field}: "${show(s)}" is not a decimal number`);
+  const v = s.length <= 15 ? Number(s) : BigInt(s) > BigInt(max) ? max + 1 : Number(s);
+  if (v > max) fail(lineNo, `field ${field}: ${show(s)} is out of range (maximum ${max})`);
+  return v;
+}
+
+/** Decimal unsigned 64-bit integer. */
+function parseU64(s: string, lineNo: number, field: string): bigint {
+  if (!isDigits(s)) fail(lineNo, `field ${field}: "${show(s)}" is not a decimal number`);
+  const v = s.length <= 15 ? BigInt(Number(s)) : BigInt(s);
+  if (v > U64_MAX) fail(lineNo, `field ${field}: ${show(s)} does not fit in 64 bits`);
+  return v;
+}
+
+function parseOctal(s: string, lineNo: number, field: string): number {
+  if (s.length === 0) fail(lineNo, `field ${field}: missing octal mode`);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x30 || c > 0x37) fail(lineNo, `field ${field}: "${show(s)}" is not an octal number`);
+  }
+  const v = parseInt(s, 8);
+  if (!(v <= U32_MAX)) fail(lineNo, `field ${field}: ${show(s)} does not fit in 32 bits`);
+  return v;
+}
+
+/**
+ * Validate a canonical absolute path: starts with "/", no empty, "." or ".."
+ * components, names ≤ 255 bytes, total ≤ 4096 bytes, no NUL.
+ */
+function checkPath(p: BStr, lineNo: number, field: string, what: string): void {
+  if (p.length === 0) fail(lineNo, `field ${field}: ${what} is empty`);
+  if (p.length > PATH_MAX) fail(lineNo, `field ${field}: ${what} is ${p.length} bytes long (maximum ${PATH_MAX})`);
+  if (p.charCodeAt(0) !== 0x2f) fail(lineNo, `field ${field}: ${what} "${show(p)}" is not absolute`);
+  if (p.indexOf("\0") >= 0) fail(lineNo, `field ${field}: ${what} "${show(p)}" contains a NUL byte`);
+  if (p.length === 1) return;
+  let start = 1;
+  for (;;) {
+    let end = p.indexOf("/", start);
+    if (end < 0) end = p.length;
+    const len = end - start;
+    if (len === 0) {
+      fail(lineNo, `field ${field}: ${what} "${show(p)}" has an empty component (// or a trailing /)`);
+    }
+    if (len <= 2 && p.charCodeAt(start) === 0x2e && (len === 1 || p.charCodeAt(start + 1) === 0x2e)) {
+      fail(lineNo, `field ${field}: ${what} "${show(p)}" has a "${len === 1 ? "." : ".."}" component`);
+    }
+    if (len > NAME_MAX) {
+      fail(lineNo, `field ${field}: ${what} "${show(p)}" has a name of ${len} bytes (maximum ${NAME_MAX})`);
+    }
+    if (end === p.length) return;
+    start = end + 1;
+  }
+}
+
+const HEX_ANY = /^[0-9a-fA-F]+$/;
+const OBJECT_PATH = /^[0-9a-f]{2}\/(?:[0-9a-f]{62}|[0-9a-f]{126})$/;
+
+/** A hardlink line waiting for its target (C mode resolves them at the end). */
+interface Fixup {
+  lineNo: number;
+  dir: Dir;
+  name: BStr;
+  path: BStr;
+  target: BStr;
+  placeholder: Leaf;
+}
+
+interface LeafInfo {
+  leaf: Leaf;
+  nlinkField: number;
+}
+
+/**
+ * Parse a dumpfile into a tree. Throws CfsError(`line N`, …) on the first
+ * problem. See the module comment for the modes.
+ */
+export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
+  const mode = opts.mode ?? "strict";
+  const lim = LIMITS[mode];
+  const s = Buffer.from(text.buffer, text.byteOffset, text.byteLength).toString("latin1");
+
+  let root: Dir | null = null;
+  const dirs = new Map<BStr, Dir>();
+  // C mode: each leaf's NLINK field, and the extra references hardlink lines add.
+  const leafInfo: LeafInfo[] = [];
+  const extraRefs = new Map<Leaf, number>();
+  const fixups: Fixup[] = [];
+  const placeholders = new Map<Leaf, Fixup>();
+  // Identical xattr values (SELinux labels…) share one array.
+  const valueCache = new Map<BStr, Uint8Array>();
+
+  const nulPos = s.indexOf("\0");
+  let lineNo = 0;
+  let pos = 0;
+  while (pos < s.length) {
+    lineNo++;
+    let end = s.indexOf("\n", pos);
+    if (end < 0) {
+      if (lim.cStrict) fail(lineNo, "missing newline at the end of the file");
+      end = s.length;
+    }
+    if (nulPos >= pos && nulPos < end) {
+      fail(lineNo, `NUL byte at column ${nulPos - pos + 1}`);
+    }
+    let line = s.slice(pos, end);
+    pos = end + 1;
+    // C splits off each field at a space, so one trailing space is harmless there.
+    if (!lim.rs && line.length > 0 && line.charCodeAt(line.length - 1) === 0x20) line = line.slice(0, -1);
+    parseLine(line, lineNo);
+  }
+  if (root === null) fail(Math.max(lineNo, 1), "the dumpfile is empty: it must start with the root directory /");
+
+  resolveFixups();
+  finishLinks();
+  return root;
+
+  // -- one line --------------------------------------------------------------------------
+
+  function parseLine(line: BStr, n: number): void {
+    if (line.length === 0) fail(n, "empty line");
+    const fields = line.split(" ");
+    // Only the fields a line type reads are checked (C ignores the rest of a hardlink line).
+    const need = (i: number): string => {
+      const v = fields[i];
+      if (v === undefined) fail(n, `field ${FIELD_NAMES[i]} is missing (the line has ${fields.length} of ${N_FIXED} fields)`);
+      if (v.length === 0) fail(n, `field ${FIELD_NAMES[i]} is empty (two spaces in a row?)`);
+      return v;
+    };
+    const path = unescape(need(F_PATH), n, "PATH");
+    checkPath(path, n, "PATH", "path");
+
+    let modeStr = need(F_MODE);
+    const isHardlink = modeStr.charCodeAt(0) === 0x40; /* @ */
+    if (isHardlink) modeStr = modeStr.slice(1);
+    let modeVal = parseOctal(modeStr, n, "MODE");
+    if (!isHardlink && modeVal > 0o177777) {
+      if (lim.rs) fail(n, `field MODE: ${modeStr} has bits above the 16-bit st_mode`);
+      modeVal &= 0o177777; // EROFS keeps a 16-bit i_mode
+    }
+    const type = typeFromMode(modeVal);
+    if (type === null) {
+      fail(n, `field MODE: ${modeStr} has no valid file type (type bits ${((modeVal & S_IFMT) >>> 0).toString(8).padStart(6, "0")})`);
+    }
+
+    if (isHardlink) {
+      if (type === "dir") fail(n, "field MODE: a directory cannot be a hardlink");
+      if (path === "/") fail(n, "field PATH: the root cannot be a hardlink");
+      const targetField = need(F_PAYLOAD);
+      if (targetField === "-") fail(n, "field PAYLOAD: a hardlink needs its target path here");
+      const target = unescape(targetField, n, "PAYLOAD");
+      checkPath(target, n, "PAYLOAD", "hardlink target");
+      if (target === path) fail(n, `field PAYLOAD: hardlink ${show(path)} refers to itself`);
+      addHardlink(path, target, n);
+      return;
+    }
+
+    // C reads missing trailing fields as empty strings: a missing CONTENT is
+    // empty content (fine when SIZE is 0), a missing DIGEST is harmless
+    // unless the file needs one. composefs-rs requires all 11 fields.
+    const present = !lim.rs && fields.length > F_PAYLOAD && fields.length < N_FIXED ? fields.length : N_FIXED;
+    for (let i = F_SIZE; i < present; i++) need(i);
+    const size = parseU64(fields[F_SIZE]!, n, "SIZE");
+    const nlinkField = parseUint(fields[F_NLINK]!, U32_MAX, n, "NLINK");
+    const uid = parseUint(fields[F_UID]!, U32_MAX, n, "UID");
+    const gid = parseUint(fields[F_GID]!, U32_MAX, n, "GID");
+    const rdevRaw = parseU64(fields[F_RDEV]!, n, "RDEV");
+    const [mtimeSec, mtimeNsec] = parseMtime(fields[F_MTIME]!, n);
+
+    const payloadField = fields[F_PAYLOAD]!;
+    const payload = payloadField === "-" ? null : unescape(payloadField, n, "PAYLOAD");
+    const contentField = fields[F_CONTENT] ?? "-";
+    const content = contentField === "-" ? null : unescape(contentField, n, "CONTENT");
+    const digestField = fields[F_DIGEST] ?? "-";
+    const digest = digestField === "-" ? null : parseDigest(digestField, n);
+    if (present <= F_CONTENT && size !== 0n) {
+      fail(n, `field CONTENT is missing (read as empty content, which does not match SIZE ${size})`);
+    }
+    if (present <= F_DIGEST && type === "regular" && content === null && size !== 0n) {
+      fail(n, "field DIGEST is missing");
+    }
+
+    if (content !== null && type !== "regular") fail(n, `field CONTENT: a ${typeName(type)} cannot have inline content`);
+    if (digest !== null && type !== "regular") fail(n, `field DIGEST: a ${typeName(type)} cannot have a digest`);
+    const isDevice = type === "chr" || type === "blk";
+    if (!isDevice && rdevRaw !== 0n && lim.cStrict) {
+      fail(n, `field RDEV: a ${typeName(type)} cannot have a device number (${rdevRaw})`);
+    }
+    if (payload !== null && lim.rs && type !== "regular" && type !== "symlink") {
+      fail(n, `field PAYLOAD: a ${typeName(type)} cannot have a payload`);
+    }
+
+    const xattrs = parseXattrs(fields, n);
+    const stat = { mode: modeVal & 0o7777, uid, gid, mtimeSec, mtimeNsec, xattrs };
+
+    if (type === "dir") {
+      const dir: Dir = { kind: "dir", stat, entries: new Map() };
+      if (path === "/") {
+        if (root !== null) fail(n, "field PATH: a second root directory / (duplicate path)");
+        root = dir;
+      } else {
+        insert(path, dir, n);
+      }
+      dirs.set(path, dir);
+      return;
+    }
+    if (path === "/") fail(n, `field MODE: the root / must be a directory, not a ${typeName(type)}`);
+
+    let leafContent: LeafContent;
+    switch (type) {
+      case "regular":
+        leafContent = regularContent(size, payload, content, digest, n);
+        break;
+      case "symlink": {
+        if (payload === null) fail(n, "field PAYLOAD: a symlink needs its target here");
+        if (payload.indexOf("\0") >= 0) fail(n, "field PAYLOAD: symlink target contains a NUL byte");
+        if (payload.length > lim.symlinkMax) {
+          fail(n, `field PAYLOAD: symlink target of ${payload.length} bytes exceeds the maximum of ${lim.symlinkMax}`);
+        }
+        if (lim.cStrict && size !== BigInt(payload.length)) {
+          fail(n, `field SIZE: ${size} does not match the symlink target length ${payload.length}`);
+        }
+        leafContent = { type: "symlink", target: toBytes(payload) };
+        break;
+      }
+      case "chr":
+      case "blk": {
+        if (rdevRaw > 0xffff_ffffn && lim.rs) {
+          fail(n, `field RDEV: ${rdevRaw} does not fit in 32 bits`);
+        }
+        const rdev = Number(rdevRaw & 0xffff_ffffn);
+        if (type === "chr" && rdev === 0 && nlinkField > 1) {
+          fail(n, `field NLINK: a whiteout (character device 0:0) cannot have ${nlinkField} links`);
+        }
+        leafContent = { type, rdev };
+        break;
+      }
+      default:
+        leafContent = { type };
+    }
+    const leaf: Leaf = { kind: "leaf", stat, content: leafContent };
+    insert(path, leaf, n);
+    if (!lim.rs) leafInfo.push({ leaf, nlinkField });
+  }
+
+  function typeName(t: LeafContent["type"] | "dir"): string {
+    switch (t) {
+      case "dir": return "directory";
+      case "regular": return "regular file";
+      case "chr": return "character device";
+      case "blk": return "block device";
+      default: return t;
+    }
+  }
+
+  function parseMtime(f: string, n: number): [number, number] {
+    const dot = f.indexOf(".");
+    if (dot < 0) fail(n, `field MTIME: "${show(f)}" is not SECONDS.NANOSECONDS`);
+    let secStr = f.slice(0, dot);
+    const nsecStr = f.slice(dot + 1);
+    let negative = false;
+    // C reads seconds with strtoull, so "-5" wraps to the time_t -5.
+    if (!lim.rs && secStr.charCodeAt(0) === 0x2d) {
+      negative = true;
+      secStr = secStr.slice(1);
+    }
+    if (!isDigits(secStr) || !isDigits(nsecStr)) fail(n, `field MTIME: "${show(f)}" is not SECONDS.NANOSECONDS`);
+    const sec = parseUint(secStr, Number.MAX_SAFE_INTEGER, n, "MTIME");
+    const nsec = nsecStr.length <= 15 ? Number(nsecStr) : Infinity;
+    if (!(nsec < 1_000_000_000)) fail(n, `field MTIME: nanoseconds must be < 1000000000 (got ${show(nsecStr)})`);
+    return [negative && sec !== 0 ? -sec : sec, nsec];
+  }
+
+  function parseDigest(f: string, n: number): Uint8Array {
+    const ok = HEX_ANY.test(f) && (f.length === 64 || (lim.rs && f.length === 128));
+    if (!ok) {
+      const want = lim.rs ? "64 or 128 hex digits (sha256/sha512)" : "64 hex digits (sha256)";
+      fail(n, `field DIGEST: "${show(f.length > 80 ? f.slice(0, 80) + "…" : f)}" is not ${want}`);
+    }
+    return new Uint8Array(Buffer.from(f, "hex"));
+  }
+
+  function regularContent(
+    size: bigint, payload: BStr | null, content: BStr | null, digest: Uint8Array | null, n: number,
+  ): Regular {
+    if (content !== null) {
+      if (BigInt(content.length) !== size) {
+        fail(n, `field CONTENT: length ${content.length} does not match SIZE ${size}`);
+      }
+      if (content.length > lim.inlineMax) {
+        fail(n, `field CONTENT: inline content of ${content.length} bytes exceeds the maximum of ${lim.inlineMax}`);
+      }
+      if (digest !== null) fail(n, "field DIGEST: a file with inline content cannot have a digest");
+      if (payload !== null && lim.rs) fail(n, "field PAYLOAD: a file cannot have both a payload and inline content");
+      return { type: "regular", size, inline: toBytes(content), digest: null, payload: null };
+    }
+    if (size === 0n) {
+      if (lim.rs) {
+        if (payload !== null) fail(n, "field PAYLOAD: an empty file cannot have a payload");
+        if (digest !== null) fail(n, "field DIGEST: an empty file cannot have a digest");
+      }
+      // C writes no metacopy/redirect for an empty file: payload and digest are dropped.
+      return { type: "regular", size: 0n, inline: EMPTY, digest: null, payload: null };
+    }
+    if (size > MAX_FILE_SIZE) fail(n, `field SIZE: ${size} exceeds the maximum file size ${MAX_FILE_SIZE}`);
+    if (payload !== null) {
+      if (payload.indexOf("\0") >= 0) fail(n, "field PAYLOAD: contains a NUL byte");
+      if (payload.length > C_PAYLOAD_MAX) {
+        fail(n, `field PAYLOAD: ${payload.length} bytes exceeds the maximum of ${C_PAYLOAD_MAX}`);
+      }
+    }
+    if (lim.rs) {
+      if (payload === null && digest !== null) fail(n, "field DIGEST: a file without a payload cannot have a digest");
+      if (payload !== null) {
+        if (!OBJECT_PATH.test(payload)) {
+          fail(n, `field PAYLOAD: "${show(payload)}" is not an object path (xx/ + the rest of a lowercase hex digest)`);
+        }
+        if (digest !== null && payload !== objectPath(digest)) {
+          fail(n, `field PAYLOAD: "${show(payload)}" is not the object path of DIGEST ${toHex(digest)}`);
+        }
+      }
+    }
+    return { type: "regular", size, inline: null, digest, payload };
+  }
+
+  function parseXattrs(fields: string[], n: number): Map<BStr, Uint8Array> {
+    const xattrs = new Map<BStr, Uint8Array>();
+    if (fields.length <= N_FIXED) return xattrs;
+    let rawLen = fields.length - N_FIXED - 1; // the separating spaces
+    for (let i = N_FIXED; i < fields.length; i++) rawLen += fields[i]!.length;
+    if (rawLen > XATTR_LINE_MAX) fail(n, `field XATTR: ${rawLen} bytes of xattrs on one line exceed the maximum of ${XATTR_LINE_MAX}`);
+    // C's per-inode budget: 12-byte header + for each xattr 7 + key + value bytes.
+    let budget = 0;
+    const cost = new Map<BStr, number>();
+    for (let i = N_FIXED; i < fields.length; i++) {
+      const f = fields[i]!;
+      const label = `XATTR ${i - N_FIXED + 1}`;
+      if (f.length === 0) fail(n, `field ${label} is empty (two spaces in a row?)`);
+      const eq = f.indexOf("=");
+      if (eq < 0) fail(n, `field ${label}: missing "=" between key and value`);
+      const key = unescape(f.slice(0, eq), n, label);
+      if (key.length === 0) fail(n, `field ${label}: empty xattr key`);
+      if (key.length > XATTR_NAME_MAX) fail(n, `field ${label}: xattr key of ${key.length} bytes exceeds the maximum of ${XATTR_NAME_MAX}`);
+      if (key.indexOf("\0") >= 0) fail(n, `field ${label}: xattr key contains a NUL byte`);
+      const rawValue = f.slice(eq + 1);
+      const value = unescape(rawValue, n, label);
+      if (value.length > XATTR_VALUE_MAX) {
+        fail(n, `field ${label}: xattr value of ${value.length} bytes exceeds the maximum of ${XATTR_VALUE_MAX}`);
+      }
+      const old = cost.get(key);
+      if (old !== undefined) {
+        if (lim.rs) fail(n, `field ${label}: duplicate xattr key "${show(key)}"`);
+        budget -= old; // C: a repeated key replaces the earlier value
+        cost.delete(key);
+      }
+      const c = 7 + key.length + value.length + (cost.size === 0 ? 12 : 0);
+      if (budget + c > C_XATTR_INODE_MAX) {
+        fail(n, `field ${label}: xattrs exceed the per-inode maximum of ${C_XATTR_INODE_MAX} bytes`);
+      }
+      budget += c;
+      cost.set(key, c);
+      let v = valueCache.get(value);
+      if (v === undefined) {
+        v = toBytes(value);
+        if (valueCache.size < 100_000) valueCache.set(value, v);
+      }
+      xattrs.set(key, v);
+    }
+    return xattrs;
+  }
+
+  // -- tree building ------------------------------------------------------------------------
+
+  function parentOf(path: BStr, n: number): [Dir, BStr] {
+    if (root === null) fail(n, `field PATH: ${show(path)} comes before the root directory / (the first line must be /)`);
+    const slash = path.lastIndexOf("/");
+    const parentPath = slash === 0 ? "/" : path.slice(0, slash);
+    const parent = dirs.get(parentPath);
+    if (parent === undefined) {
+      if (lookupAny(parentPath) !== undefined) fail(n, `field PATH: parent ${show(parentPath)} is not a directory`);
+      fail(n, `field PATH: parent directory ${show(parentPath)} does not exist (it must appear on an earlier line)`);
+    }
+    return [parent, path.slice(slash + 1)];
+  }
+
+  function lookupAny(path: BStr): Node | undefined {
+    const dir = dirs.get(path);
+    if (dir !== undefined) return dir;
+    const slash = path.lastIndexOf("/");
+    const parent = dirs.get(slash === 0 ? "/" : path.slice(0, slash));
+    return parent?.entries.get(path.slice(slash + 1));
+  }
+
+  function insert(path: BStr, node: Node, n: number): [Dir, BStr] {
+    const [parent, name] = parentOf(path, n);
+    if (parent.entries.has(name)) fail(n, `field PATH: duplicate path ${show(path)}`);
+    parent.entries.set(name, node);
+    return [parent, name];
+  }
+
+  function addHardlink(path: BStr, target: BStr, n: number): void {
+    if (lim.rs) {
+      // composefs-rs: the target must already be known.
+      const [parent, name] = parentOf(path, n);
+      if (parent.entries.has(name)) fail(n, `field PATH: duplicate path ${show(path)}`);
+      const t = lookupAny(target);
+      if (t === undefined) {
+        fail(n, `field PAYLOAD: hardlink target ${show(target)} does not exist (it must appear on an earlier line)`);
+      }
+      if (t.kind === "dir") fail(n, `field PAYLOAD: hardlink target ${show(target)} is a directory`);
+      if (isWhiteoutLeaf(t)) fail(n, `field PAYLOAD: hardlink target ${show(target)} is a whiteout (character device 0:0), which cannot be hardlinked`);
+      parent.entries.set(name, t);
+      return;
+    }
+    // C: insert a placeholder now (so duplicates and "parent is not a
+    // directory" are found), resolve once the whole file is read.
+    const placeholder: Leaf = { kind: "leaf", stat: { mode: 0, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: new Map() }, content: { type: "fifo" } };
+    const [dir, name] = insert(path, placeholder, n);
+    const fx: Fixup = { lineNo: n, dir, name, path, target, placeholder };
+    fixups.push(fx);
+    placeholders.set(placeholder, fx);
+  }
+
+  function resolveFixups(): void {
+    const resolved = new Map<Fixup, Leaf>();
+    const resolve = (fx: Fixup): Leaf => {
+      const done = resolved.get(fx);
+      if (done !== undefined) return done;
+      const chain = new Set<Fixup>();
+      let cur = fx;
+      let leaf: Leaf | undefined;
+      for (;;) {
+        chain.add(cur);
+        const t = lookupAny(cur.target);
+        if (t === undefined) fail(cur.lineNo, `field PAYLOAD: hardlink target ${show(cur.target)} does not exist`);
+        if (t.kind === "dir") fail(cur.lineNo, `field PAYLOAD: hardlink target ${show(cur.target)} is a directory`);
+        const next = placeholders.get(t);
+        if (next === undefined) {
+          leaf = t;
+          break;
+        }
+        const r = resolved.get(next);
+        if (r !== undefined) {
+          leaf = r;
+          break;
+        }
+        if (chain.has(next)) fail(fx.lineNo, `field PAYLOAD: hardlinks form a loop through ${show(next.path)}`);
+        cur = next;
+      }
+      for (const c of chain) resolved.set(c, leaf);
+      return leaf;
+    };
+    for (const fx of fixups) {
+      const leaf = resolve(fx);
+      if (isWhiteoutLeaf(leaf)) {
+        fail(fx.lineNo, `field PAYLOAD: hardlink target ${show(fx.target)} is a whiteout (character device 0:0), which cannot be hardlinked`);
+      }
+      fx.dir.entries.set(fx.name, leaf);
+      extraRefs.set(leaf, (extraRefs.get(leaf) ?? 0) + 1);
+    }
+  }
+
+  function finishLinks(): void {
+    // C keeps each leaf's NLINK field; record it where it differs from the tree.
+    for (const { leaf, nlinkField } of leafInfo) {
+      if (nlinkField !== 1 + (extraRefs.get(leaf) ?? 0)) leaf.nlink = nlinkField;
+    }
+  }
+}
+
+function isWhiteoutLeaf(n: Node): boolean {
+  return n.kind === "leaf" && n.content.type === "chr" && n.content.rdev === 0;
+}
