@@ -2,8 +2,10 @@
 import type { CommandModule } from "yargs";
 import { fsverityCommand } from "./fsverity.ts";
 import { mkcomposefsCommand } from "./mkcomposefs.ts";
+import { composefsInfoCommand } from "./composefs-info.ts";
 
 export const commands: CommandModule[] = [
   fsverityCommand,
   mkcomposefsCommand,
+  composefsInfoCommand,
 ];
