@@ -861,6 +861,8 @@ function shapeInode(ino: Inode, epoch: FormatEpoch): void {
     return;
   }
   // V2: External → one null chunk index; ExternalNoVerity / Sparse → none.
+  // (composefs-rs: chunk format 31 whatever the size; above 2^43 bytes the
+  // kernel would look for more index entries than are written.)
   if (c.digest === null && (c.payload === null || c.payload.length === 0) && c.size === 0n) return;
   ino.size = c.size <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(c.size) : c.size;
   ino.dataLayout = DataLayout.CHUNK_BASED;
