@@ -448,16 +448,17 @@ export function parseSplitStream(file: Uint8Array, opts: ParseOptions = {}): Spl
   };
 }
 
-export type SplitChunk = { kind: "inline"; bytes: Uint8Array } | { kind: "external"; index: number; id: Uint8Array };
-
 /**
- * Parses decompressed stream bytes into chunks, incrementally. Inline chunks
- * are yielded in pieces of at most the pushed sizes (a long inline chunk can
- * arrive as several "inline" pieces); `chunkStart` tells where a chunk begins.
+ * A chunk of the stream. A long inline chunk may arrive as several pieces;
+ * `first` marks the piece that starts a chunk.
  */
+export type SplitChunk = { kind: "inline"; bytes: Uint8Array; first: boolean } | { kind: "external"; index: number; id: Uint8Array };
+
+/** Parses decompressed stream bytes into chunks, incrementally. */
 export class ChunkDecoder {
   private buf: Uint8Array = new Uint8Array(0);
   private inlineLeft = 0n;
+  private first = false;
   private readonly refs: Uint8Array[];
   private readonly name: string;
   /** Stream offset of the first byte of `buf`. */
@@ -475,7 +476,8 @@ export class ChunkDecoder {
     while (p < data.length) {
       if (this.inlineLeft > 0n) {
         const take = Number(this.inlineLeft < BigInt(data.length - p) ? this.inlineLeft : BigInt(data.length - p));
-        out.push({ kind: "inline", bytes: data.subarray(p, p + take) });
+        out.push({ kind: "inline", bytes: data.subarray(p, p + take), first: this.first });
+        this.first = false;
         p += take;
         this.inlineLeft -= BigInt(take);
         continue;
@@ -486,6 +488,7 @@ export class ChunkDecoder {
       p += 8;
       if (v < 0n) {
         this.inlineLeft = -v;
+        this.first = true;
       } else {
         const id = v < BigInt(this.refs.length) ? this.refs[Number(v)] : undefined;
         if (id === undefined) {
@@ -533,17 +536,19 @@ export async function* readChunks(info: SplitStreamInfo, name = "splitstream"): 
   dec.end();
 }
 
-/** All chunks with inline pieces merged per chunk (small streams: JSON, tests). */
+/** All chunks, each inline chunk in one piece (small streams: JSON, tests). */
 export async function collectChunks(info: SplitStreamInfo, name = "splitstream"): Promise<SplitChunk[]> {
   const out: SplitChunk[] = [];
   let pending: Uint8Array[] = [];
   const flush = () => {
-    if (pending.length > 0) out.push({ kind: "inline", bytes: new Uint8Array(Buffer.concat(pending)) });
+    if (pending.length > 0) out.push({ kind: "inline", bytes: new Uint8Array(Buffer.concat(pending)), first: true });
     pending = [];
   };
   for await (const c of readChunks(info, name)) {
-    if (c.kind === "inline") pending.push(c.bytes);
-    else {
+    if (c.kind === "inline") {
+      if (c.first) flush();
+      pending.push(c.bytes);
+    } else {
       flush();
       out.push(c);
     }
