@@ -678,7 +678,9 @@ function hashValue(h: number, v: XValue): number {
   return h;
 }
 
+/** Byte order of two values (byte strings compare as bytes too). */
 function compareValues(a: XValue, b: XValue): number {
+  if (typeof a === "string" && typeof b === "string") return a < b ? -1 : a > b ? 1 : 0;
   return Buffer.compare(valueBytes(a), valueBytes(b));
 }
 
