@@ -1,22 +1,29 @@
-// Worker thread of host/digest.ts: hashes file data read with positioned
-// reads from a file descriptor the main thread opened (threads share the fd
-// table). Two requests:
+// Worker thread of host/digest.ts. Two requests:
 //
-//   {t: "whole", id, fd, size, alg}           → {id, digest}    the whole file
-//   {t: "leaves", id, fd, offset, length, alg} → {id, leaves}    leaf hashes of a
-//                                                               block-aligned range
+//   {t: "batch", id, items, deferAbove} → {id, results}   whole files, by path
+//       (opened here) or by an fd the main thread opened (threads share the
+//       fd table); a path of `deferAbove` bytes or more is left to the main
+//       thread, which splits it across all workers
+//   {t: "leaves", id, fd, offset, length, alg} → {id, leaves}   leaf hashes of
+//       a block-aligned range, read with pread
 //
-// Failures reply {id, error: {code, message}}; the main thread turns them
-// into CfsErrors naming the file.
+// Failures are replied as {code, message}; the main thread turns them into
+// CfsErrors naming the file.
 
-import { readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync, constants as C } from "node:fs";
 import { DIGEST_SIZE, FsVerityHasher, hashLeaves, type HashAlg } from "../shared/fsverity.ts";
-import type { WorkerReply, WorkerRequest } from "./digest.ts";
+import type { BatchItem, BatchResult, WorkerReply, WorkerRequest } from "./digest.ts";
 
 declare const self: Worker;
 
 /** Read buffer, reused for every request (grown to the largest range asked). */
 let buf = new Uint8Array(1 << 20);
+
+function errnoError(code: string, message: string): NodeJS.ErrnoException {
+  const e = new Error(message) as NodeJS.ErrnoException;
+  e.code = code;
+  return e;
+}
 
 /** Reads exactly `length` bytes at `offset` into buf; a short read means the file shrank. */
 function readRange(fd: number, offset: number, length: number): Uint8Array {
@@ -24,11 +31,7 @@ function readRange(fd: number, offset: number, length: number): Uint8Array {
   let got = 0;
   while (got < length) {
     const n = readSync(fd, buf, got, length - got, offset + got);
-    if (n === 0) {
-      const e = new Error("file shrank while it was being read") as NodeJS.ErrnoException;
-      e.code = "ESHRANK";
-      throw e;
-    }
+    if (n === 0) throw errnoError("ESHRANK", "file shrank while it was being read");
     got += n;
   }
   return buf.subarray(0, length);
@@ -41,15 +44,37 @@ function whole(fd: number, size: number, alg: HashAlg): Uint8Array {
   return h.digest();
 }
 
+function one(item: BatchItem, deferAbove: number): BatchResult {
+  if ("fd" in item) return { digest: whole(item.fd, item.size, item.alg), size: item.size };
+  const fd = openSync(item.path, C.O_RDONLY | C.O_NONBLOCK);
+  try {
+    const st = fstatSync(fd);
+    if (st.isDirectory()) throw errnoError("EISDIR", "is a directory");
+    if (!st.isFile()) throw errnoError("ENOTREG", "not a regular file");
+    if (st.size >= deferAbove) return { defer: true };
+    return { digest: whole(fd, st.size, item.alg), size: st.size };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 self.onmessage = (ev: MessageEvent<WorkerRequest>) => {
   const m = ev.data;
   let reply: WorkerReply;
   const transfer: ArrayBuffer[] = [];
   try {
-    if (m.t === "whole") {
-      const digest = whole(m.fd, m.size, m.alg);
-      reply = { id: m.id, digest };
-      transfer.push(digest.buffer as ArrayBuffer);
+    if (m.t === "batch") {
+      const results = m.items.map((item): BatchResult => {
+        try {
+          const r = one(item, m.deferAbove);
+          if ("digest" in r) transfer.push(r.digest.buffer as ArrayBuffer);
+          return r;
+        } catch (e) {
+          const err = e as NodeJS.ErrnoException;
+          return { error: { code: err.code ?? "", message: err.message ?? String(e) } };
+        }
+      });
+      reply = { id: m.id, results };
     } else {
       const data = readRange(m.fd, m.offset, m.length);
       const leaves = new Uint8Array(Math.ceil(m.length / 4096) * DIGEST_SIZE[m.alg]);

@@ -5,21 +5,25 @@
 //   cores: workers hash disjoint block-aligned ranges with positioned reads
 //   and this thread combines their leaf hashes in file order.
 // - `DigestPool`: a reusable set of worker threads for digesting MANY files
-//   (directory scans, repository imports). Files are opened when a worker is
-//   free, so thousands of queued files do not hold thousands of fds; small
-//   files are hashed inline (a round trip to a worker costs more than the
-//   hashing), medium ones by one worker, large ones by all of them.
+//   (directory scans, repository imports). Files wait in a queue and go to
+//   the workers in batches (one message per batch, not per file); a worker
+//   opens, reads and hashes each, so queued files hold no fds. A file of
+//   SPLIT_MIN bytes or more is instead split into ranges hashed by all
+//   workers. `digestFd` takes files the caller opened; tiny ones are hashed
+//   right away in the calling thread.
 //
-// The workers share this process's fd table: the main thread opens and
-// fstat()s a file, workers pread() it by fd number, the main thread closes it
-// once every read of it has returned. The size hashed is the fstat size (as
-// `fsverity digest` does); a file that shrinks meanwhile is an error.
+// The workers share this process's fd table: for a split file the main
+// thread opens and fstat()s it, workers pread() ranges by fd number, and the
+// main thread closes it once every read has returned. The size hashed is the
+// fstat size (as `fsverity digest` does); a file that shrinks meanwhile is an
+// error.
 //
 // Thresholds were measured on the 2-core development machine; see the README
 // section "fs-verity".
 
 import { closeSync, fstatSync, openSync, readSync, constants as C } from "node:fs";
 import { availableParallelism } from "node:os";
+import { toHex } from "../shared/bytes.ts";
 import { CfsError } from "../shared/errors.ts";
 import { BLOCK_SIZE, FsVerityHasher, MerkleBuilder, isHashAlg, type HashAlg } from "../shared/fsverity.ts";
 
@@ -31,18 +35,27 @@ export interface FileDigest {
 
 // --- protocol with host/digest-worker.ts -----------------------------------
 
+/** One file of a batch: by path (the worker opens it) or an fd opened here. */
+export type BatchItem = { path: string; alg: HashAlg } | { fd: number; size: number; alg: HashAlg };
+
+export type BatchResult =
+  | { digest: Uint8Array; size: number }
+  /** A path item of at least `deferAbove` bytes: hashed by all workers instead. */
+  | { defer: true }
+  | { error: { code: string; message: string } };
+
 export type WorkerRequest =
-  | { t: "whole"; id: number; fd: number; size: number; alg: HashAlg }
+  | { t: "batch"; id: number; items: BatchItem[]; deferAbove: number }
   | { t: "leaves"; id: number; fd: number; offset: number; length: number; alg: HashAlg };
 
 export type WorkerReply =
-  | { id: number; digest: Uint8Array }
+  | { id: number; results: BatchResult[] }
   | { id: number; leaves: Uint8Array }
   | { id: number; error: { code: string; message: string } };
 
 // --- tuning (see README "fs-verity") ---------------------------------------
 
-/** Files up to this size are hashed in the main thread by DigestPool. */
+/** DigestPool.digestFd: files up to this size are hashed in the calling thread. */
 export const INLINE_MAX = 64 * 1024;
 /** Files from this size on are split across all workers. */
 export const SPLIT_MIN = 8 * 1024 * 1024;
@@ -52,6 +65,8 @@ export const CHUNK = 4 * 1024 * 1024;
 const DEPTH = 2;
 /** Unconsumed chunk results a split file may have outstanding (bounds memory). */
 const WINDOW_PER_WORKER = 4;
+/** Files per batch request at most (fewer when fewer are waiting). */
+const BATCH_MAX = 64;
 
 // --- errors ----------------------------------------------------------------
 
@@ -68,6 +83,7 @@ const ERRNO_WHAT: Record<string, string> = {
   ENFILE: "too many open files in system",
   ENXIO: "no such device or address",
   ESHRANK: "file shrank while it was being read",
+  ENOTREG: "not a regular file",
   EBADF: "bad file descriptor",
 };
 
@@ -170,10 +186,19 @@ interface Slot {
   inflight: number;
 }
 
+/** A small or medium file waiting for a batch. */
+interface Small {
+  item: BatchItem;
+  /** Name for error messages. */
+  name: string;
+  resolve: (d: FileDigest) => void;
+  reject: (e: unknown) => void;
+}
+
 export interface DigestPoolOptions {
   /** Worker threads (default: the number of CPUs, at most 8). */
   workers?: number;
-  /** Files up to this many bytes are hashed in the main thread (default INLINE_MAX). */
+  /** digestFd: files up to this many bytes are hashed in the calling thread (default INLINE_MAX). */
   inlineMax?: number;
   /** Files from this many bytes are split across workers (default SPLIT_MIN). */
   splitMin?: number;
@@ -186,8 +211,9 @@ function workerUrl(): URL {
 }
 
 /**
- * Worker threads that digest files. Call `close()` when done; idle workers do
- * not keep the process alive.
+ * Worker threads that digest files. Workers start with the first file that
+ * needs one; idle workers do not keep the process alive. Call `close()` when
+ * done.
  */
 export class DigestPool {
   readonly size: number;
@@ -195,7 +221,11 @@ export class DigestPool {
   private readonly splitMin: number;
   private readonly chunkSize: number;
   private slots: Slot[] = [];
+  /** Large files (split into ranges), in arrival order. */
   private readonly jobs: Job[] = [];
+  /** Small and medium files, sent to workers in batches. */
+  private small: Small[] = [];
+  private smallHead = 0;
   private readonly waiting = new Map<number, { job: Job; slot: Slot }>();
   private nextId = 1;
   private closed = false;
@@ -209,7 +239,6 @@ export class DigestPool {
     if (this.chunkSize <= 0 || this.chunkSize % BLOCK_SIZE !== 0) throw new RangeError("DigestPool: chunkSize must be a positive multiple of 4096");
   }
 
-  /** Workers are started on first use. */
   private ensureWorkers(): void {
     if (this.slots.length > 0) return;
     for (let i = 0; i < this.size; i++) {
@@ -222,7 +251,7 @@ export class DigestPool {
     }
   }
 
-  /** fs-verity digest of the file at `path`. */
+  /** fs-verity digest of the file at `path` (opened by a worker when one is free). */
   digestFile(path: string, alg: HashAlg): Promise<FileDigest> {
     return new Promise((resolve, reject) => {
       if (this.closed) return reject(new Error("DigestPool is closed"));
@@ -231,7 +260,7 @@ export class DigestPool {
       } catch (e) {
         return reject(e);
       }
-      this.jobs.push(new PathJob(this, path, alg, resolve, reject));
+      this.small.push({ item: { path, alg }, name: path, resolve, reject });
       this.pump();
     });
   }
@@ -245,8 +274,7 @@ export class DigestPool {
       if (this.closed) return reject(new Error("DigestPool is closed"));
       try {
         checkAlg(alg);
-        const n = size ?? fstatSync(fd).size;
-        this.jobs.push(this.jobFor(fd, n, alg, name, false, resolve, reject));
+        this.addFd(fd, size ?? fstatSync(fd).size, alg, name, resolve, reject);
       } catch (e) {
         return reject(fsError(name, e));
       }
@@ -254,64 +282,94 @@ export class DigestPool {
     });
   }
 
-  /** Internal: the job for an open file, by size. Inline files finish right here. */
-  jobFor(
-    fd: number,
-    size: number,
-    alg: HashAlg,
-    name: string,
-    ownsFd: boolean,
-    resolve: (d: FileDigest) => void,
-    reject: (e: unknown) => void,
-  ): Job {
-    const done = (d: FileDigest | undefined, e?: unknown) => {
-      if (ownsFd) closeSync(fd);
-      if (d) resolve(d);
-      else reject(fsError(name, e));
-    };
+  /** Queues (or, when small, digests right here) an open file of known size. */
+  private addFd(fd: number, size: number, alg: HashAlg, name: string, resolve: (d: FileDigest) => void, reject: (e: unknown) => void): void {
+    const fail = (e: unknown) => reject(fsError(name, e));
     if (size <= this.inlineMax) {
-      let d: FileDigest | undefined;
-      let err: unknown;
+      let d: Uint8Array;
       try {
-        d = { digest: digestFdSync(fd, size, alg), size: BigInt(size) };
+        d = digestFdSync(fd, size, alg);
       } catch (e) {
-        err = e;
+        return fail(e);
       }
-      done(d, err);
-      return DONE_JOB;
+      return resolve({ digest: d, size: BigInt(size) });
     }
-    if (size < this.splitMin || this.size === 1) return new WholeJob(fd, size, alg, done);
-    return new SplitJob(fd, size, alg, this.chunkSize, this.size * WINDOW_PER_WORKER, done);
+    if (size >= this.splitMin && this.size > 1) {
+      this.jobs.push(new SplitJob(fd, size, alg, this.chunkSize, this.size * WINDOW_PER_WORKER, (d, e) => (d ? resolve(d) : fail(e))));
+    } else {
+      this.small.push({ item: { fd, size, alg }, name, resolve, reject });
+    }
+  }
+
+  /** A path item the worker deferred (large): open it here and split it. */
+  private addDeferred(s: Small): void {
+    const path = (s.item as { path: string }).path;
+    let o: Opened;
+    try {
+      o = openRegular(path);
+    } catch (e) {
+      return s.reject(e);
+    }
+    const close = () => closeSync(o.fd);
+    this.addFd(
+      o.fd,
+      o.size,
+      s.item.alg,
+      s.name,
+      (d) => (close(), s.resolve(d)),
+      (e) => (close(), s.reject(e)),
+    );
+  }
+
+  /** The next batch of small files: enough to keep every worker busy, at most BATCH_MAX. */
+  private takeBatch(id: number): { job: Job; req: WorkerRequest } | undefined {
+    const pending = this.small.length - this.smallHead;
+    if (pending === 0) return undefined;
+    const n = Math.min(BATCH_MAX, Math.max(1, Math.ceil(pending / (this.size * DEPTH))));
+    const items = this.small.slice(this.smallHead, this.smallHead + n);
+    this.smallHead += n;
+    if (this.smallHead > 4096 && this.smallHead * 2 > this.small.length) {
+      this.small = this.small.slice(this.smallHead);
+      this.smallHead = 0;
+    }
+    const job = new BatchJob(items, (s) => this.addDeferred(s));
+    return { job, req: { t: "batch", id, items: items.map((s) => s.item), deferAbove: this.splitMin } };
   }
 
   /** Sends requests while a worker has room. */
-  pump(): void {
+  private pump(): void {
     if (this.broken) {
-      for (const j of this.jobs.splice(0)) j.abort(this.broken);
+      const e = this.broken;
+      for (const j of this.jobs.splice(0)) j.abort(e);
+      for (const s of this.small.splice(this.smallHead)) s.reject(fsError(s.name, e));
+      this.small = [];
+      this.smallHead = 0;
       return;
     }
     for (;;) {
-      // Drop exhausted jobs at the front, then find a job with a request.
       while (this.jobs.length > 0 && this.jobs[0]!.exhausted()) this.jobs.shift();
-      if (this.jobs.length === 0) return;
-      this.ensureWorkers();
       let slot: Slot | undefined;
       for (const s of this.slots) if (s.inflight < DEPTH && (!slot || s.inflight < slot.inflight)) slot = s;
-      if (!slot) return;
+      if (!slot && this.slots.length > 0) return;
+      // Ranges of large files first (they are window-limited), then a batch.
       let req: WorkerRequest | undefined;
       let job: Job | undefined;
       for (let i = 0; i < this.jobs.length && !req; i++) {
         job = this.jobs[i]!;
         req = job.take(this.nextId);
-        if (!req && job.exhausted()) {
-          this.jobs.splice(i, 1);
-          i--;
-        }
       }
-      if (!req || !job) return;
+      if (!req) {
+        const b = this.takeBatch(this.nextId);
+        if (!b) return;
+        ({ job, req } = b);
+      }
       this.nextId++;
+      if (!slot) {
+        this.ensureWorkers();
+        slot = this.slots[0]!;
+      }
       if (slot.inflight++ === 0) slot.worker.ref();
-      this.waiting.set(req.id, { job, slot });
+      this.waiting.set(req.id, { job: job!, slot });
       slot.worker.postMessage(req);
     }
   }
@@ -327,14 +385,9 @@ export class DigestPool {
 
   private fail(e: Error): void {
     this.broken = e;
-    for (const [id, w] of this.waiting) {
-      w.job.onReply({ id, error: { code: "", message: e.message } });
-    }
+    for (const [id, w] of this.waiting) w.job.onReply({ id, error: { code: "", message: e.message } });
     this.waiting.clear();
-    for (const s of this.slots) {
-      s.inflight = 0;
-      s.worker.terminate();
-    }
+    for (const s of this.slots) void s.worker.terminate();
     this.slots = [];
     this.pump();
   }
@@ -342,87 +395,51 @@ export class DigestPool {
   /** Stops the workers; pending digests are rejected. */
   async close(): Promise<void> {
     this.closed = true;
-    if (this.waiting.size > 0 || this.jobs.length > 0) this.fail(new Error("DigestPool closed"));
+    if (this.waiting.size > 0 || this.jobs.length > 0 || this.small.length > this.smallHead) this.fail(new Error("DigestPool closed"));
     const slots = this.slots;
     this.slots = [];
     await Promise.all(slots.map((s) => s.worker.terminate()));
   }
 }
 
-const DONE_JOB: Job = { take: () => undefined, exhausted: () => true, onReply: () => {}, abort: () => {} };
-
-/** A file by path: opened when it reaches a free worker. */
-class PathJob implements Job {
-  private inner: Job | undefined;
-  constructor(
-    private readonly pool: DigestPool,
-    private readonly path: string,
-    private readonly alg: HashAlg,
-    private readonly resolve: (d: FileDigest) => void,
-    private readonly reject: (e: unknown) => void,
-  ) {}
-  take(id: number): WorkerRequest | undefined {
-    if (!this.inner) {
-      let o: Opened;
-      try {
-        o = openRegular(this.path);
-      } catch (e) {
-        this.inner = DONE_JOB;
-        this.reject(e);
-        return undefined;
-      }
-      this.inner = this.pool.jobFor(o.fd, o.size, this.alg, this.path, true, this.resolve, this.reject);
-    }
-    return this.inner.take(id);
-  }
-  exhausted(): boolean {
-    return this.inner !== undefined && this.inner.exhausted();
-  }
-  onReply(reply: WorkerReply): void {
-    this.inner?.onReply(reply);
-  }
-  abort(e: unknown): void {
-    if (this.inner) this.inner.abort(e);
-    else {
-      this.inner = DONE_JOB;
-      this.reject(e);
-    }
-  }
-}
-
-function replyError(reply: WorkerReply): unknown {
-  if (!("error" in reply)) return new Error("unexpected reply from digest worker");
-  const e = new Error(reply.error.message) as NodeJS.ErrnoException;
-  if (reply.error.code) e.code = reply.error.code;
+function codeError(err: { code: string; message: string }): Error {
+  const e = new Error(err.message) as NodeJS.ErrnoException;
+  if (err.code) e.code = err.code;
   return e;
 }
 
-/** A medium file: one request to one worker. */
-class WholeJob implements Job {
-  private sent = false;
+/** Small and medium files: one request, each worker opens/reads/hashes them in turn. */
+class BatchJob implements Job {
+  private settled = false;
   constructor(
-    private readonly fd: number,
-    private readonly size: number,
-    private readonly alg: HashAlg,
-    private readonly done: (d: FileDigest | undefined, e?: unknown) => void,
+    private readonly items: Small[],
+    private readonly defer: (s: Small) => void,
   ) {}
-  take(id: number): WorkerRequest | undefined {
-    if (this.sent) return undefined;
-    this.sent = true;
-    return { t: "whole", id, fd: this.fd, size: this.size, alg: this.alg };
+  take(): WorkerRequest | undefined {
+    return undefined; // the request is built by DigestPool.takeBatch
   }
   exhausted(): boolean {
-    return this.sent;
+    return true;
   }
   onReply(reply: WorkerReply): void {
-    if ("digest" in reply) this.done({ digest: reply.digest, size: BigInt(this.size) });
-    else this.done(undefined, replyError(reply));
+    if (this.settled) return;
+    this.settled = true;
+    if (!("results" in reply)) {
+      const e = "error" in reply ? codeError(reply.error) : new Error("unexpected reply from digest worker");
+      for (const s of this.items) s.reject(fsError(s.name, e));
+      return;
+    }
+    this.items.forEach((s, i) => {
+      const r = reply.results[i];
+      if (r && "digest" in r) s.resolve({ digest: r.digest, size: BigInt(r.size) });
+      else if (r && "defer" in r) this.defer(s);
+      else s.reject(fsError(s.name, codeError(r && "error" in r ? r.error : { code: "", message: "no result" })));
+    });
   }
   abort(e: unknown): void {
-    if (!this.sent) {
-      this.sent = true;
-      this.done(undefined, e);
-    }
+    if (this.settled) return;
+    this.settled = true;
+    for (const s of this.items) s.reject(fsError(s.name, e));
   }
 }
 
@@ -477,7 +494,7 @@ class SplitJob implements Job {
         }
       }
     } else if (this.error === undefined) {
-      this.error = replyError(reply);
+      this.error = "error" in reply ? codeError(reply.error) : new Error("unexpected reply from digest worker");
     }
     this.settle();
   }
@@ -537,4 +554,31 @@ export async function digestFile(path: string, alg: HashAlg, pool?: DigestPool):
   return pool.digestFile(path, alg);
 }
 
-export { BLOCK_SIZE };
+/**
+ * Digests `paths` (in parallel) and calls `each` in the order given. The
+ * first failure is thrown after `each` ran for every file before it; later
+ * files are not reported (`fsverity digest` stops at the first error too).
+ */
+export async function digestPaths(
+  paths: readonly string[],
+  alg: HashAlg,
+  each: (path: string, d: FileDigest) => void,
+): Promise<void> {
+  if (paths.length === 1) {
+    each(paths[0]!, await digestFile(paths[0]!, alg));
+    return;
+  }
+  const pool = new DigestPool();
+  try {
+    const pending = paths.map((p) => pool.digestFile(p, alg));
+    for (const p of pending) p.catch(() => {}); // consumed below, in order
+    for (let i = 0; i < paths.length; i++) each(paths[i]!, await pending[i]!);
+  } finally {
+    await pool.close();
+  }
+}
+
+/** `composefs-info measure-file`: the bare lowercase hex fs-verity digest of a file. */
+export async function measureFileHex(path: string, alg: HashAlg = "sha256"): Promise<string> {
+  return toHex((await digestFile(path, alg)).digest);
+}

@@ -10,37 +10,10 @@ import type { Argv } from "yargs";
 import { defineCommand } from "../cli.ts";
 import { CfsError } from "../../shared/errors.ts";
 import { toHex } from "../../shared/bytes.ts";
-import { HASH_ALGS, isHashAlg, type HashAlg } from "../../shared/fsverity.ts";
-import { DigestPool, digestFile, type FileDigest } from "../digest.ts";
+import { HASH_ALGS, isHashAlg } from "../../shared/fsverity.ts";
+import { digestPaths, measureFileHex } from "../digest.ts";
 
-/**
- * Digests `paths` (in parallel) and calls `each` in the order given. The
- * first failure is thrown after `each` ran for every file before it; later
- * files are not reported.
- */
-export async function digestPaths(
-  paths: readonly string[],
-  alg: HashAlg,
-  each: (path: string, d: FileDigest) => void,
-): Promise<void> {
-  if (paths.length === 1) {
-    each(paths[0]!, await digestFile(paths[0]!, alg));
-    return;
-  }
-  const pool = new DigestPool();
-  try {
-    const pending = paths.map((p) => pool.digestFile(p, alg));
-    for (const p of pending) p.catch(() => {}); // consumed below, in order
-    for (let i = 0; i < paths.length; i++) each(paths[i]!, await pending[i]!);
-  } finally {
-    await pool.close();
-  }
-}
-
-/** `composefs-info measure-file`: the bare lowercase hex fs-verity digest of a file. */
-export async function measureFileHex(path: string, alg: HashAlg = "sha256"): Promise<string> {
-  return toHex((await digestFile(path, alg)).digest);
-}
+export { digestPaths, measureFileHex };
 
 interface DigestArgs {
   files: string[];

@@ -95,7 +95,7 @@ describe("pool", () => {
     const pool = new DigestPool();
     try {
       const paths: string[] = [];
-      for (let i = 0; i < 400; i++) {
+      for (let i = 0; i < 240; i++) {
         const p = join(dir, `m${i}`);
         if (i % 50 === 7) {
           paths.push(join(dir, `missing${i}`));

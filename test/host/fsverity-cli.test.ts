@@ -7,7 +7,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, wri
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
-import { measureFileHex } from "../../host/commands/fsverity.ts";
+import { measureFileHex } from "../../host/digest.ts";
 import { canRun, cfsbootExe, hasTool, isRoot, projectRoot } from "../helpers/env.ts";
 
 let dir: string;
