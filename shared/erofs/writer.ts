@@ -876,7 +876,7 @@ function mtimeLess(aSec: number, aNsec: number, bSec: number, bNsec: number): bo
   return aSec < bSec || (aSec === bSec && aNsec < bNsec);
 }
 
-function layout(inodes: Inode[], shared: SharedTable, epoch: FormatEpoch): Layout {
+function layout(root: Dir, inodes: Inode[], shared: SharedTable, epoch: FormatEpoch): Layout {
   let minSec = 0;
   let minNsec = 0;
   if (epoch === 1) {
@@ -907,9 +907,9 @@ function layout(inodes: Inode[], shared: SharedTable, epoch: FormatEpoch): Layou
     ino.filter = ~names >>> 0;
     ino.xattrSize = ino.xattrs.length > 0 ? XATTR_IBODY_HEADER_SIZE + 4 * nShared + localSize : 0;
     if (xattrIcount(ino.xattrSize) > 0xffff) {
-      throw new CfsError(describeInode(ino), `xattrs too large for one inode (${ino.xattrSize} bytes)`);
+      throw new CfsError(pathOfNode(root, ino.node), `xattrs too large for one inode (${ino.xattrSize} bytes)`);
     }
-    if (nShared > 255) throw new CfsError(describeInode(ino), "more than 255 shared xattrs on one inode");
+    if (nShared > 255) throw new CfsError(pathOfNode(root, ino.node), "more than 255 shared xattrs on one inode");
 
     const stat = ino.stat;
     ino.compact =
@@ -962,6 +962,12 @@ function layout(inodes: Inode[], shared: SharedTable, epoch: FormatEpoch): Layou
       if (Math.floor(e / BLOCK_SIZE) !== Math.floor(i / BLOCK_SIZE)) {
         pos += BLOCK_SIZE - (e % BLOCK_SIZE);
         pos = roundUp32(pos);
+        // composefs-rs would write inline data that crosses a block boundary
+        // (only possible for tails above 4064 bytes); refuse instead.
+        const start = pos + H + X;
+        if (Math.floor(start / BLOCK_SIZE) !== Math.floor((start + ino.tail - 1) / BLOCK_SIZE)) {
+          throw new CfsError(pathOfNode(root, ino.node), `${ino.tail} bytes of inline data do not fit one block of a V2 image`);
+        }
       }
     }
     ino.offset = pos;
@@ -986,8 +992,18 @@ function roundUpBlock(n: number): number {
   return Math.ceil(n / BLOCK_SIZE) * BLOCK_SIZE;
 }
 
-function describeInode(ino: Inode): string {
-  return ino.node.kind === "dir" ? "directory" : `inode of type ${ino.node.content.type}`;
+/** Path of a node, for error messages (a search: only used when failing). */
+function pathOfNode(root: Dir, node: Node): string {
+  if (node === root) return "/";
+  const stack: { dir: Dir; prefix: BStr }[] = [{ dir: root, prefix: "/" }];
+  while (stack.length > 0) {
+    const { dir, prefix } = stack.pop()!;
+    for (const [name, child] of dir.entries) {
+      if (child === node) return displayBstr(prefix + name);
+      if (child.kind === "dir") stack.push({ dir: child, prefix: prefix + name + "/" });
+    }
+  }
+  return node.kind === "dir" ? "directory" : `${node.content.type} inode`;
 }
 
 // ---- emit ------------------------------------------------------------------------------------------------------
@@ -1149,6 +1165,6 @@ export function writeErofs(root: Dir, opts: WriteErofsOptions): Uint8Array {
   const inodes = col.inodes;
 
   const shared = internXattrs(inodes, epoch);
-  const lay = layout(inodes, shared, epoch);
+  const lay = layout(root, inodes, shared, epoch);
   return emit(inodes, shared, lay, version);
 }

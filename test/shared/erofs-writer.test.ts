@@ -519,6 +519,14 @@ describe("impossible trees are refused with a CfsError naming the path", () => {
     expect(() => writeErofs(r, { version: 2 })).toThrow(/\/f: inline content of 4096 bytes/);
     expectFsckOk(writeErofs(r, { version: 0 }), "4096-byte inline V0");
   });
+  test("V2 refuses an inline tail that its padding rule would let cross a block", () => {
+    const r = makeDir();
+    r.entries.set("f", makeLeaf(inlineFile(new Uint8Array(4000).fill(1))));
+    expectFsckOk(writeErofs(r, { version: 2 }), "4000-byte inline V2");
+    r.entries.set("f", makeLeaf(inlineFile(new Uint8Array(4090).fill(1))));
+    expect(() => writeErofs(r, { version: 2 })).toThrow(/^\/f: 4090 bytes of inline data do not fit one block of a V2 image$/);
+    expectFsckOk(writeErofs(r, { version: 1 }), "4090-byte inline V1");
+  });
 });
 
 // ---- properties ----------------------------------------------------------------------------------------------
