@@ -3,13 +3,14 @@
 // `cfsboot: <file>: <what>` line for a file that cannot be digested.
 
 import { spawnSync, type SpawnSyncReturns } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, symlinkSync, writeFileSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { measureFileHex } from "../../host/digest.ts";
 import { canRun, cfsbootExe, hasTool, isRoot, projectRoot } from "../helpers/env.ts";
 
+const TIME = "/usr/bin/time";
 let dir: string;
 const FILES = ["empty", "one", "b4095", "b4096", "b4097", "mib3", "big9", "with space", "link"];
 
@@ -93,6 +94,21 @@ describe("same output as fsverity digest", () => {
     expect(r.stdout).toBe("");
     expect(r.stderr).toBe("cfsboot: --block-size=65536: unsupported block size (only 4096 is supported)\n");
   });
+});
+
+test("sparse 1 GiB + 1 byte file (sha512 4th tree level): same digest, bounded memory", () => {
+  if (!haveFsverity() || !canRun(hasTool(TIME), `${TIME} (Debian package time) not installed`)) return;
+  const f = join(dir, "sparse");
+  const fd = openSync(f, "w");
+  for (const [off, byte] of [[0, 1], [4096 * 64 ** 2, 2], [2 ** 30 - 1, 3], [2 ** 30, 4]] as const) writeSync(fd, new Uint8Array([byte]), 0, 1, off);
+  closeSync(fd);
+  const a = spawnSync(TIME, ["-f", "%M", "-o", join(dir, "rss"), cfsbootExe, "fsverity", "digest", "--hash-alg=sha512", "sparse"], { cwd: dir, encoding: "latin1" });
+  expect(a.status).toBe(0);
+  expect(a.stdout).toBe(theirs(["--hash-alg=sha512", "sparse"]).stdout);
+  const rssKiB = Number(readFileSync(join(dir, "rss"), "latin1").trim().split("\n").pop());
+  expect(rssKiB).toBeGreaterThan(1000);
+  expect(rssKiB).toBeLessThan(200 * 1024); // the file is 1 GiB; the runtime alone is ~50 MiB
+  rmSync(f);
 });
 
 describe("errors", () => {
