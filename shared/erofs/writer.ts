@@ -1152,6 +1152,12 @@ function writeDirBlock(dv: DataView, out: Uint8Array, inodes: Inode[], dir: Inod
  * Writes `root` as a composefs EROFS image of the given format version.
  * Throws CfsError (naming the offending path) for trees that cannot be
  * written. The tree is not modified.
+ *
+ * Leaf nlink is `leaf.nlink` when set (C dumpfiles keep their NLINK field),
+ * else the number of directory entries referring to the leaf; directories
+ * get 2 + subdirectories. For V0/V1 a hardlinked leaf is numbered at
+ * `leaf.primaryPath` when that names one of its entries (C's hardlink
+ * target), else at its first depth-first entry.
  */
 export function writeErofs(root: Dir, opts: WriteErofsOptions): Uint8Array {
   const version = opts.version;
