@@ -306,7 +306,7 @@ export function hostToJson(h: BootcHost): string {
 
 /** `status --format=yaml` (and the default on a pipe): serde_yaml's layout, fields in serde order. */
 export function hostToYaml(h: BootcHost): string {
-  return YAML.stringify(hostValue(h), { lineWidth: 0, indentSeq: false, singleQuote: true, version: "1.2" });
+  return YAML.stringify(hostValue(h), { lineWidth: 0, indentSeq: false, singleQuote: true, version: "1.2", aliasDuplicateObjects: false });
 }
 
 // ---- reading ------------------------------------------------------------------------
