@@ -151,7 +151,7 @@ type LatinWriteBuffer = Buffer & { latin1Write(s: string, offset: number): numbe
 
 /** Output buffer taking byte strings (each char one byte). */
 class Sink {
-  private buf = Buffer.allocUnsafe(1 << 20) as LatinWriteBuffer;
+  private buf = Buffer.allocUnsafe(1 << 14) as LatinWriteBuffer;
   private len = 0;
   push(s: string): void {
     if (this.len + s.length > this.buf.length) {
