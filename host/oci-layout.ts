@@ -260,7 +260,8 @@ export class OciArchive extends LayoutSource {
       throw new CfsError(this.name, `cannot open: ${(e as Error).message}`);
     }
     try {
-      if (!fstatSync(fd).isFile()) throw new CfsError(this.name, "not a regular file");
+      const st = fstatSync(fd);
+      if (!st.isFile()) throw new CfsError(this.name, "not a regular file");
       const r = new TarReader({ name: this.name });
       const buf = Buffer.allocUnsafe(1 << 16);
       let pushedEnd = 0;
@@ -272,6 +273,9 @@ export class OciArchive extends LayoutSource {
           if (e.type === "regular") {
             this.members.set(key, { offset: e.offset + e.headerSize, size: e.size });
             const left = r.discardPayload();
+            if (pushedEnd + left > st.size) {
+              throw new CfsError(`${this.name}: offset ${st.size}`, `truncated archive (end of file inside ${key})`);
+            }
             if (left > 0) {
               r.skipped(left);
               pushedEnd += left;
