@@ -226,8 +226,8 @@ export class SplitStreamWriter {
 
   private flushInline(): void {
     if (this.inlineLen === 0) return;
-    this.z.write(i64le(-BigInt(this.inlineLen)));
-    for (const b of this.inline) this.z.write(b);
+    // One write per chunk: many small writes are slow in the zstd stream.
+    this.z.write(new Uint8Array(Buffer.concat([i64le(-BigInt(this.inlineLen)), ...this.inline])));
     this.inline = [];
     this.inlineLen = 0;
   }

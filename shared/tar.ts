@@ -125,13 +125,14 @@ export function parseNumeric(bytes: Uint8Array, field: string): bigint {
   while (s < end && isTarSpace(bytes[s]!)) s++;
   let e = end;
   while (e > s && isTarSpace(bytes[e - 1]!)) e--;
-  let v = 0n;
+  // Octal fields are at most 12 bytes: 8^12 = 2^36 fits a double exactly.
+  let v = 0;
   for (let i = s; i < e; i++) {
     const c = bytes[i]!;
     if (c < 0x30 || c > 0x37) throw new Error(`invalid octal number in ${field} field`);
-    v = v * 8n + BigInt(c - 0x30);
+    v = v * 8 + (c - 0x30);
   }
-  return v;
+  return BigInt(v);
 }
 
 function cstr(bytes: Uint8Array): Uint8Array {
