@@ -57,6 +57,7 @@
 // Low-level pieces for other printers (e.g. the EROFS reader printing
 // C `composefs-info dump` lines with directory sizes from the image, xattrs in
 // image order and C-style `@` hardlink lines):
+//   writeDumpfileChunks(root)    writeDumpfile's bytes as chunks (for files/pipes)
 //   escapeField(value, kind)     one field, escaped
 //   formatDumpLine(fields)       one full line (without "\n")
 //   formatRustHardlinkLine(p, t) the composefs-rs hardlink line
@@ -67,7 +68,7 @@ import type { BStr } from "./bytes.ts";
 import { bstr, displayBstr, toHex } from "./bytes.ts";
 import { CfsError } from "./errors.ts";
 import type { Dir, Leaf, LeafContent, Node, Regular } from "./tree.ts";
-import { countLinks, fullMode, objectPath, S_IFMT, typeFromMode } from "./tree.ts";
+import { countLinks, fullMode, S_IFMT, typeFromMode } from "./tree.ts";
 
 // ---- limits ------------------------------------------------------------------------
 
@@ -141,22 +142,31 @@ export type EscapeKind = "optional" | "xattr";
 const HEXDIGITS = "0123456789abcdef";
 const C_BACKSLASH = 0x5c, C_EQ = 0x3d, C_DASH = 0x2d, C_SPACE = 0x20, C_NL = 0x0a;
 
-/** A growable byte buffer the writer appends to (all output is ASCII). */
+/**
+ * The byte buffer the writer appends to (all output is ASCII). Output is
+ * collected in chunks and joined once at the end: growing one buffer by
+ * doubling copies (and page-faults) far more memory for big trees.
+ */
 class Sink {
   buf: Uint8Array;
   len = 0;
+  private chunks: Uint8Array[] = [];
+  private total = 0;
+  private readonly chunkSize: number;
 
-  constructor(capacity = 256) {
-    this.buf = new Uint8Array(capacity);
+  constructor(chunkSize = 256) {
+    this.chunkSize = chunkSize;
+    this.buf = new Uint8Array(chunkSize);
   }
 
   ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    let cap = this.buf.length * 2;
-    while (cap < this.len + n) cap *= 2;
-    const next = new Uint8Array(cap);
-    next.set(this.buf.subarray(0, this.len));
-    this.buf = next;
+    if (this.len > 0) {
+      this.chunks.push(this.buf.subarray(0, this.len));
+      this.total += this.len;
+    }
+    this.buf = new Uint8Array(Math.max(this.chunkSize, n));
+    this.len = 0;
   }
 
   byte(c: number): void {
@@ -206,21 +216,56 @@ class Sink {
     this.len = len;
   }
 
+  /** A number in decimal (or another radix); integers only. */
+  num(v: number | bigint, radix = 10): void {
+    if (typeof v === "bigint" && v >= 0n && v <= 0x1f_ffff_ffff_ffffn) v = Number(v);
+    if (typeof v === "bigint" || !Number.isSafeInteger(v) || v < 0 || radix !== 10) {
+      this.ascii(v.toString(radix));
+      return;
+    }
+    if (v < 10) return this.byte(0x30 + v);
+    let digits = 1;
+    for (let t = v; t >= 10; t = Math.floor(t / 10)) digits++;
+    this.ensure(digits);
+    const buf = this.buf;
+    let i = this.len + digits;
+    this.len = i;
+    for (let t = v; i > this.len - digits; t = Math.floor(t / 10)) buf[--i] = 0x30 + (t % 10);
+  }
+
   hex(bytes: Uint8Array): void {
     this.ensure(2 * bytes.byteLength);
     const buf = this.buf;
-    for (const b of bytes) {
-      buf[this.len++] = HEXDIGITS.charCodeAt(b >> 4);
-      buf[this.len++] = HEXDIGITS.charCodeAt(b & 15);
+    let len = this.len;
+    for (let i = 0; i < bytes.length; i++) {
+      const b = bytes[i]!;
+      buf[len++] = HEXDIGITS.charCodeAt(b >> 4);
+      buf[len++] = HEXDIGITS.charCodeAt(b & 15);
     }
+    this.len = len;
   }
 
   bytes(): Uint8Array {
-    return this.buf.slice(0, this.len);
+    if (this.chunks.length === 0) return this.buf.slice(0, this.len);
+    const out = new Uint8Array(this.total + this.len);
+    let off = 0;
+    for (const c of this.chunks) {
+      out.set(c, off);
+      off += c.byteLength;
+    }
+    out.set(this.buf.subarray(0, this.len), off);
+    return out;
+  }
+
+  chunkList(): Uint8Array[] {
+    const list = [...this.chunks];
+    if (this.len > 0) list.push(this.buf.subarray(0, this.len));
+    return list;
   }
 
   text(): BStr {
-    return Buffer.from(this.buf.buffer, this.buf.byteOffset, this.len).toString("latin1");
+    const b = this.bytes();
+    return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString("latin1");
   }
 }
 
@@ -288,23 +333,43 @@ export interface DumpLineFields {
 
 function emitLine(sink: Sink, f: DumpLineFields): void {
   sink.escaped(f.path, "optional");
-  sink.ascii(
-    " " + f.size.toString() + " " + (f.hardlink === true ? "@" : "") + f.mode.toString(8) + " " +
-    f.nlink.toString() + " " + f.uid.toString() + " " + f.gid.toString() + " " + f.rdev.toString() + " " +
-    f.mtimeSec.toString() + "." + f.mtimeNsec.toString() + " ",
-  );
+  sink.byte(C_SPACE);
+  sink.num(f.size);
+  sink.byte(C_SPACE);
+  if (f.hardlink === true) sink.byte(0x40);
+  sink.num(f.mode, 8);
+  sink.byte(C_SPACE);
+  sink.num(f.nlink);
+  sink.byte(C_SPACE);
+  sink.num(f.uid);
+  sink.byte(C_SPACE);
+  sink.num(f.gid);
+  sink.byte(C_SPACE);
+  sink.num(f.rdev);
+  sink.byte(C_SPACE);
+  sink.num(f.mtimeSec);
+  sink.byte(0x2e);
+  sink.num(f.mtimeNsec);
+  sink.byte(C_SPACE);
   sink.escaped(f.payload, "optional");
   sink.byte(C_SPACE);
   sink.escaped(f.content, "optional");
   sink.byte(C_SPACE);
   if (f.digest === null) sink.byte(C_DASH);
   else sink.hex(f.digest);
-  for (const [key, value] of f.xattrs) {
-    sink.byte(C_SPACE);
-    sink.escaped(key, "xattr");
-    sink.byte(C_EQ);
-    sink.escaped(value, "xattr");
+  const x = f.xattrs;
+  if (Array.isArray(x)) {
+    for (let i = 0; i < x.length; i++) emitXattr(sink, (x as readonly (readonly [BStr, Uint8Array])[])[i]!);
+  } else {
+    for (const e of x) emitXattr(sink, e);
   }
+}
+
+function emitXattr(sink: Sink, e: readonly [BStr, Uint8Array]): void {
+  sink.byte(C_SPACE);
+  sink.escaped(e[0], "xattr");
+  sink.byte(C_EQ);
+  sink.escaped(e[1], "xattr");
 }
 
 function emitRustHardlink(sink: Sink, path: BStr, target: BStr): void {
@@ -341,8 +406,9 @@ export function joinDumpLines(lines: readonly BStr[]): Uint8Array {
 
 const NO_XATTRS: readonly [BStr, Uint8Array][] = [];
 
-function sortedXattrs(xattrs: Map<BStr, Uint8Array>): readonly [BStr, Uint8Array][] {
+function sortedXattrs(xattrs: Map<BStr, Uint8Array>): Iterable<readonly [BStr, Uint8Array]> {
   if (xattrs.size === 0) return NO_XATTRS;
+  if (xattrs.size === 1) return xattrs;
   const list = Array.from(xattrs);
   if (list.length > 1) list.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   return list;
@@ -401,9 +467,21 @@ export function nodeDumpFields(node: Node, path: BStr, nlink: number): DumpLineF
 
 /** Serialise a tree as a dumpfile, composefs-rs style (see the module comment). */
 export function writeDumpfile(root: Dir): Uint8Array {
+  return writeDumpfileTo(root).bytes();
+}
+
+/**
+ * The same bytes as writeDumpfile, as a list of chunks (in order): saves one
+ * copy of the whole output when it only goes to a file or a pipe.
+ */
+export function writeDumpfileChunks(root: Dir): Uint8Array[] {
+  return writeDumpfileTo(root).chunkList();
+}
+
+function writeDumpfileTo(root: Dir): Sink {
   const links = countLinks(root);
   const firstPath = new Map<Leaf, BStr>();
-  const sink = new Sink(1 << 16);
+  const sink = new Sink(1 << 20);
   // Depth-first, children in byte order, directory line before its children.
   const stack: { dir: Dir; prefix: BStr; names: BStr[]; i: number }[] = [];
   const enter = (dir: Dir, path: BStr): void => {
@@ -442,7 +520,7 @@ export function writeDumpfile(root: Dir): Uint8Array {
     emitLine(sink, nodeDumpFields(node, path, node.nlink ?? refs));
     sink.byte(C_NL);
   }
-  return sink.bytes();
+  return sink;
 }
 
 // ---- parsing ------------------------------------------------------------------------
@@ -453,8 +531,9 @@ function fail(lineNo: number, what: string): never {
   throw new CfsError(`line ${lineNo}`, what);
 }
 
+/** A byte string for a message; long ones are shortened in the middle. */
 function show(s: BStr): string {
-  return displayBstr(s);
+  return displayBstr(s.length > 160 ? s.slice(0, 100) : s) + (s.length > 160 ? "…" + displayBstr(s.slice(-40)) : "");
 }
 
 /** Unescape a field into a byte string. `field` names it in errors. */
@@ -503,10 +582,22 @@ function hexVal(c: number): number {
 }
 
 function toBytes(s: BStr): Uint8Array {
-  if (s.length === 0) return EMPTY;
-  const b = Buffer.from(s, "latin1");
-  // Copy out of Buffer's shared pool so each value owns its memory.
-  return new Uint8Array(b);
+  const n = s.length;
+  if (n === 0) return EMPTY;
+  if (n > 256) {
+    const b = Buffer.from(s, "latin1");
+    return new Uint8Array(b.buffer.slice(b.byteOffset, b.byteOffset + n));
+  }
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** Hex (either case, already validated) → bytes. */
+function hexBytes(s: string): Uint8Array {
+  const out = new Uint8Array(s.length >> 1);
+  for (let i = 0; i < out.length; i++) out[i] = (hexVal(s.charCodeAt(2 * i)) << 4) | hexVal(s.charCodeAt(2 * i + 1));
+  return out;
 }
 
 function isDigits(s: string): boolean {
@@ -542,6 +633,14 @@ function parseOctal(s: string, lineNo: number, field: string): number {
   }
   const v = parseInt(s, 8);
   if (!(v <= U32_MAX)) fail(lineNo, `field ${field}: ${show(s)} does not fit in 32 bits`);
+  return v;
+}
+
+/** Fixed field `i` of a line: present and not empty. */
+function needField(fields: string[], i: number, lineNo: number): string {
+  const v = fields[i];
+  if (v === undefined) fail(lineNo, `field ${FIELD_NAMES[i]} is missing (the line has ${fields.length} of ${N_FIXED} fields)`);
+  if (v.length === 0) fail(lineNo, `field ${FIELD_NAMES[i]} is empty (two spaces in a row?)`);
   return v;
 }
 
@@ -642,12 +741,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     if (line.length === 0) fail(n, "empty line");
     const fields = line.split(" ");
     // Only the fields a line type reads are checked (C ignores the rest of a hardlink line).
-    const need = (i: number): string => {
-      const v = fields[i];
-      if (v === undefined) fail(n, `field ${FIELD_NAMES[i]} is missing (the line has ${fields.length} of ${N_FIXED} fields)`);
-      if (v.length === 0) fail(n, `field ${FIELD_NAMES[i]} is empty (two spaces in a row?)`);
-      return v;
-    };
+    const need = (i: number): string => needField(fields, i, n);
     const path = unescape(need(F_PATH), n, "PATH");
     checkPath(path, n, "PATH", "path");
 
@@ -680,7 +774,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     // empty content (fine when SIZE is 0), a missing DIGEST is harmless
     // unless the file needs one. composefs-rs requires all 11 fields.
     const present = !lim.rs && fields.length > F_PAYLOAD && fields.length < N_FIXED ? fields.length : N_FIXED;
-    for (let i = F_SIZE; i < present; i++) need(i);
+    for (let i = F_SIZE; i < present; i++) needField(fields, i, n);
     const size = parseU64(fields[F_SIZE]!, n, "SIZE");
     const nlinkField = parseUint(fields[F_NLINK]!, U32_MAX, n, "NLINK");
     const uid = parseUint(fields[F_UID]!, U32_MAX, n, "UID");
@@ -694,6 +788,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     const content = contentField === "-" ? null : unescape(contentField, n, "CONTENT");
     const digestField = fields[F_DIGEST] ?? "-";
     const digest = digestField === "-" ? null : parseDigest(digestField, n);
+    const digestHex = digest === null ? "" : digestField.toLowerCase();
     if (present <= F_CONTENT && size !== 0n) {
       fail(n, `field CONTENT is missing (read as empty content, which does not match SIZE ${size})`);
     }
@@ -730,7 +825,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     let leafContent: LeafContent;
     switch (type) {
       case "regular":
-        leafContent = regularContent(size, payload, content, digest, n);
+        leafContent = regularContent(size, payload, content, digest, digestHex, n);
         break;
       case "symlink": {
         if (payload === null) fail(n, "field PAYLOAD: a symlink needs its target here");
@@ -796,13 +891,13 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     const ok = HEX_ANY.test(f) && (f.length === 64 || (lim.rs && f.length === 128));
     if (!ok) {
       const want = lim.rs ? "64 or 128 hex digits (sha256/sha512)" : "64 hex digits (sha256)";
-      fail(n, `field DIGEST: "${show(f.length > 80 ? f.slice(0, 80) + "…" : f)}" is not ${want}`);
+      fail(n, `field DIGEST: "${show(f)}" is not ${want}`);
     }
-    return new Uint8Array(Buffer.from(f, "hex"));
+    return hexBytes(f);
   }
 
   function regularContent(
-    size: bigint, payload: BStr | null, content: BStr | null, digest: Uint8Array | null, n: number,
+    size: bigint, payload: BStr | null, content: BStr | null, digest: Uint8Array | null, digestHex: string, n: number,
   ): Regular {
     if (content !== null) {
       if (BigInt(content.length) !== size) {
@@ -836,8 +931,8 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
         if (!OBJECT_PATH.test(payload)) {
           fail(n, `field PAYLOAD: "${show(payload)}" is not an object path (xx/ + the rest of a lowercase hex digest)`);
         }
-        if (digest !== null && payload !== objectPath(digest)) {
-          fail(n, `field PAYLOAD: "${show(payload)}" is not the object path of DIGEST ${toHex(digest)}`);
+        if (digest !== null && (payload.length !== digestHex.length + 1 || !payload.startsWith(digestHex.slice(0, 2)) || !payload.endsWith(digestHex.slice(2)))) {
+          fail(n, `field PAYLOAD: "${show(payload)}" is not the object path of DIGEST ${digestHex}`);
         }
       }
     }
@@ -851,8 +946,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     for (let i = N_FIXED; i < fields.length; i++) rawLen += fields[i]!.length;
     if (rawLen > XATTR_LINE_MAX) fail(n, `field XATTR: ${rawLen} bytes of xattrs on one line exceed the maximum of ${XATTR_LINE_MAX}`);
     // C's per-inode budget: 12-byte header + for each xattr 7 + key + value bytes.
-    let budget = 0;
-    const cost = new Map<BStr, number>();
+    let budget = 12;
     for (let i = N_FIXED; i < fields.length; i++) {
       const f = fields[i]!;
       const label = `XATTR ${i - N_FIXED + 1}`;
@@ -868,18 +962,15 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
       if (value.length > XATTR_VALUE_MAX) {
         fail(n, `field ${label}: xattr value of ${value.length} bytes exceeds the maximum of ${XATTR_VALUE_MAX}`);
       }
-      const old = cost.get(key);
+      const old = xattrs.get(key);
       if (old !== undefined) {
         if (lim.rs) fail(n, `field ${label}: duplicate xattr key "${show(key)}"`);
-        budget -= old; // C: a repeated key replaces the earlier value
-        cost.delete(key);
+        budget -= 7 + key.length + old.byteLength; // C: a repeated key replaces the earlier value
       }
-      const c = 7 + key.length + value.length + (cost.size === 0 ? 12 : 0);
-      if (budget + c > C_XATTR_INODE_MAX) {
+      budget += 7 + key.length + value.length;
+      if (budget > C_XATTR_INODE_MAX) {
         fail(n, `field ${label}: xattrs exceed the per-inode maximum of ${C_XATTR_INODE_MAX} bytes`);
       }
-      budget += c;
-      cost.set(key, c);
       let v = valueCache.get(value);
       if (v === undefined) {
         v = toBytes(value);
