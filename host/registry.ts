@@ -105,6 +105,22 @@ export function authFileCandidates(opts: { authFile?: string; env?: Record<strin
   return out;
 }
 
+/**
+ * The auth file bootc uses (oci.md §1): for uid 0 the first existing of
+ * /etc/ostree/auth.json, /run/ostree/auth.json, /usr/lib/ostree/auth.json;
+ * for other users ${XDG_RUNTIME_DIR}/ostree/auth.json. null when none exists.
+ * `root` prefixes the system paths (tests, offline roots).
+ */
+export function bootcAuthFile(opts: { uid?: number; env?: Record<string, string | undefined>; root?: string } = {}): string | null {
+  const uid = opts.uid ?? process.getuid?.() ?? 0;
+  const env = opts.env ?? process.env;
+  const root = opts.root ?? "";
+  const candidates = uid === 0
+    ? ["/etc/ostree/auth.json", "/run/ostree/auth.json", "/usr/lib/ostree/auth.json"].map((p) => root + p)
+    : env.XDG_RUNTIME_DIR ? [join(env.XDG_RUNTIME_DIR, "ostree/auth.json")] : [];
+  return candidates.find((p) => existsSync(p)) ?? null;
+}
+
 function normalizeAuthKey(key: string): string {
   // Legacy docker keys: "https://index.docker.io/v1/", "http://host:5000".
   if (key.startsWith("http://") || key.startsWith("https://")) {

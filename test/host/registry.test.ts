@@ -11,7 +11,7 @@ import { createHash } from "node:crypto";
 
 import { startRegistry, makeTestPki, freePort, type TestRegistry } from "../helpers/registry.ts";
 import { buildImage, buildIndex, pushImage, skopeo, insecurePolicy, sha256, type BuiltImage } from "../helpers/oci-image.ts";
-import { RegistryClient, lookupCredentials, parseWwwAuthenticate, type RegistryClientOptions } from "../../host/registry.ts";
+import { RegistryClient, bootcAuthFile, lookupCredentials, parseWwwAuthenticate, type RegistryClientOptions } from "../../host/registry.ts";
 import { parseDockerReference, selectManifest, platformForArch, MEDIA_TYPE } from "../../shared/oci.ts";
 import { CfsError } from "../../shared/errors.ts";
 import { canRun, hasTool } from "../helpers/env.ts";
@@ -191,6 +191,21 @@ describe("credentials lookup", () => {
     const hub = join(work, "hub.json");
     writeFileSync(hub, JSON.stringify({ auths: { "https://index.docker.io/v1/": enc("u", "p") } }));
     expect(lookupCredentials("docker.io", "library/busybox", { authFile: hub })!.credentials).toEqual({ username: "u", password: "p" });
+  });
+
+  test("bootc's ostree auth file order", () => {
+    const root = join(work, "sysroot");
+    for (const d of ["etc/ostree", "run/ostree", "usr/lib/ostree"]) mkdirSync(join(root, d), { recursive: true });
+    expect(bootcAuthFile({ uid: 0, root })).toBeNull();
+    writeFileSync(join(root, "usr/lib/ostree/auth.json"), "{}");
+    expect(bootcAuthFile({ uid: 0, root })).toBe(join(root, "usr/lib/ostree/auth.json"));
+    writeFileSync(join(root, "run/ostree/auth.json"), "{}");
+    expect(bootcAuthFile({ uid: 0, root })).toBe(join(root, "run/ostree/auth.json"));
+    writeFileSync(join(root, "etc/ostree/auth.json"), "{}");
+    expect(bootcAuthFile({ uid: 0, root })).toBe(join(root, "etc/ostree/auth.json"));
+    mkdirSync(join(root, "xdg/ostree"), { recursive: true });
+    writeFileSync(join(root, "xdg/ostree/auth.json"), "{}");
+    expect(bootcAuthFile({ uid: 1000, env: { XDG_RUNTIME_DIR: join(root, "xdg") }, root })).toBe(join(root, "xdg/ostree/auth.json"));
   });
 
   test("WWW-Authenticate parsing", () => {
