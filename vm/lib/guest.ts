@@ -109,7 +109,7 @@ export function buildGuestDisk(o: GuestDiskOptions): GuestDisk {
     const files: RootFile[] = [
       {
         path: "/etc/fstab",
-        data: `# cfsboot VM harness\nUUID=${ids.rootFsUuid} / ext4 defaults 0 1\nPARTUUID=${ids.espPartUuid} /efi vfat umask=0077,nofail 0 2\n`,
+        data: `# cfsboot VM harness\nUUID=${ids.rootFsUuid} / ext4 defaults 0 1\nPARTUUID=${ids.espPartUuid} /efi vfat umask=0077 0 2\n`,
       },
     ];
     if (o.report !== false) files.push(...bakedReportFiles(o.report ?? {}));

@@ -101,7 +101,7 @@ const PHASES: Array<[keyof Phases, RegExp]> = [
   ["loader", /EFI stub: |Decompressing Linux|Probing EDD/],
   ["kernel", /Linux version \d/],
   ["initrd", /Run \/init as init process/],
-  ["switchRoot", /Switching root\./],
+  ["switchRoot", /Switching root\.|Starting initrd-switch-root\.service/],
   ["multiUser", /Reached target .*(Multi-User System|multi-user\.target)/],
   ["reportStart", /cfsvm: report unit started/],
   ["bootFinished", /cfsvm: boot finished/],

@@ -74,7 +74,6 @@ function standardCommands(opts: ReportOptions): ReportCommand[] {
   ];
   for (const v of EFIVARS) c.push({ name: `efivar.${v}`, cmd: `cat /sys/firmware/efi/efivars/${v}-${LOADER_GUID}` });
   if (opts.fullJournal) c.push({ name: "journal", cmd: "journalctl -b --no-pager -o short-monotonic" });
-  (opts.verityFiles ?? []).forEach((f, i) => c.push({ name: `verity.${i}`, cmd: `fsverity measure -- ${shq(f)}` }));
   return c;
 }
 
@@ -86,15 +85,22 @@ const NAME_RE = /^[A-Za-z0-9_.-]+$/;
 
 /** The guest script (bash). */
 export function reportScript(opts: ReportOptions = {}): string {
-  const cmds = [...standardCommands(opts), ...(opts.commands ?? []).map((c) => ({ name: `hook.${c.name}`, cmd: c.cmd }))];
+  // scenario commands run before the fs-verity measurements (they may create the files)
+  const cmds = [
+    ...standardCommands(opts),
+    ...(opts.commands ?? []).map((c) => ({ name: `hook.${c.name}`, cmd: c.cmd })),
+    ...(opts.verityFiles ?? []).map((f, i) => ({ name: `verity.${i}`, cmd: `fsverity measure -- ${shq(f)}` })),
+  ];
   const seen = new Set<string>();
   for (const c of cmds) {
     if (!NAME_RE.test(c.name)) throw new Error(`report command name ${JSON.stringify(c.name)}: use [A-Za-z0-9_.-]`);
     if (seen.has(c.name)) throw new Error(`report command ${c.name} given twice`);
     seen.add(c.name);
   }
-  const items = cmds.map((c) => `item ${c.name} ${Buffer.from(c.cmd).toString("base64")}`).join("\n");
+  const items = cmds.map((c) => `item ${c.name} ${shq(c.cmd)}`).join("\n");
   const paths = (opts.verityFiles ?? []).map((f, i) => `verity.${i}=${f}`);
+  // Cheap under TCG: one bash process; each item is a subshell (fork, no
+  // exec) plus the command and one base64 (two when it wrote to stderr).
   return `#!/bin/bash
 # cfsboot VM harness: collect the test report, write it to the report channel, power off.
 set -u
@@ -109,18 +115,17 @@ timeout ${opts.waitSeconds ?? 600} systemctl is-system-running --wait > "$R/stat
 kmsg "boot finished: $(cat "$R/state")"
 : > "$R/items"
 n=0
-item() { # item NAME BASE64-COMMAND
-  local t0 t1 rc
-  t0=$(date +%s%N)
-  bash -c "$(printf %s "$2" | base64 -d)" > "$R/o" 2> "$R/e" < /dev/null
+item() { # item NAME COMMAND
+  local t0=\${EPOCHREALTIME/./} rc e=""
+  ( eval "$2" ) > "$R/o" 2> "$R/e" < /dev/null
   rc=$?
-  t1=$(date +%s%N)
-  printf '{"name":"%s","rc":%d,"ms":%d,"out":"%s","err":"%s"}\\n' "$1" "$rc" $(( (t1 - t0) / 1000000 )) \\
-    "$(base64 -w0 < "$R/o")" "$(base64 -w0 < "$R/e")" >> "$R/items"
+  [ -s "$R/e" ] && e=$(base64 -w0 < "$R/e")
+  printf '{"name":"%s","rc":%d,"ms":%d,"out":"%s","err":"%s"}\\n' "$1" "$rc" $(( (\${EPOCHREALTIME/./} - t0) / 1000 )) \\
+    "$(base64 -w0 < "$R/o")" "$e" >> "$R/items"
   n=$((n + 1))
 }
 ${items}
-item verity_paths ${Buffer.from(`printf '%s\\n' ${paths.map(shq).join(" ")}`).toString("base64")}
+item verity_paths ${shq(`printf '%s\\n' ${paths.map(shq).join(" ")}`)}
 { echo "CFSVM-REPORT-BEGIN v=1"; cat "$R/items"; echo "CFSVM-REPORT-END items=$n"; } > "$out"
 sync
 action=$(cat "$R/action" 2>/dev/null || echo ${opts.action ?? "poweroff"})
