@@ -126,7 +126,7 @@ export function arbName(odd = true): fc.Arbitrary<BStr> {
   const arbs = odd
     ? fc.oneof(
         { arbitrary: short, weight: 20 },
-        { arbitrary: fc.array(byte, { minLength: 13, maxLength: 255 }), weight: 1 },
+        { arbitrary: fc.array(byte, { minLength: 13, maxLength: 255, size: "max" }), weight: 1 },
         { arbitrary: fc.constantFrom([0x2d], [0x2e, 0x2e, 0x2e], [0x2e, 0x61], [0x40]), weight: 1 },
       )
     : short;
@@ -166,7 +166,7 @@ function arbXattrs(o: Required<TreeArbOptions>, special: boolean): fc.Arbitrary<
   const value = fc.oneof(
     { arbitrary: fc.uint8Array({ maxLength: 24 }), weight: 6 },
     { arbitrary: fc.constantFrom("", "-", "=", "a=b=c", "x y").map((s) => new Uint8Array(Buffer.from(s, "latin1"))), weight: 2 },
-    { arbitrary: fc.uint8Array({ minLength: 25, maxLength: 400 }), weight: 1 },
+    { arbitrary: fc.uint8Array({ minLength: 25, maxLength: 400, size: "max" }), weight: 1 },
   );
   const entries: fc.Arbitrary<[BStr, Uint8Array]>[] = [fc.tuple(key, value)];
   entries.push(
@@ -215,7 +215,7 @@ function arbLeaf(o: Required<TreeArbOptions>): fc.Arbitrary<LeafSpec> {
   };
   if (o.inline) {
     const data = o.largeInline
-      ? fc.oneof({ arbitrary: fc.uint8Array({ maxLength: 64 }), weight: 8 }, { arbitrary: fc.uint8Array({ minLength: 65, maxLength: 512 }), weight: 1 })
+      ? fc.oneof({ arbitrary: fc.uint8Array({ maxLength: 64 }), weight: 8 }, { arbitrary: fc.uint8Array({ minLength: 65, maxLength: 512, size: "max" }), weight: 1 })
       : fc.uint8Array({ maxLength: 64 });
     leaf(data.map((d) => ({ type: "regular", size: BigInt(d.byteLength), inline: d, digest: null, payload: null })), false, 6);
   }
@@ -233,7 +233,7 @@ function arbLeaf(o: Required<TreeArbOptions>): fc.Arbitrary<LeafSpec> {
     const tbyte = fc.oneof({ arbitrary: fc.integer({ min: 0x21, max: 0x7e }), weight: 8 }, { arbitrary: fc.integer({ min: 1, max: 255 }), weight: 1 });
     const target = fc.oneof(
       { arbitrary: fc.array(tbyte, { minLength: 1, maxLength: 40 }), weight: 8 },
-      { arbitrary: fc.array(tbyte, { minLength: 41, maxLength: 1024 }), weight: 1 },
+      { arbitrary: fc.array(tbyte, { minLength: 41, maxLength: 1024, size: "max" }), weight: 1 },
     ).map((a) => new Uint8Array(a));
     leaf(target.map((t) => ({ type: "symlink", target: t })), true, 3);
   }

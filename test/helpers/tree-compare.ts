@@ -91,7 +91,7 @@ export function diffTrees(a: Dir, b: Dir, opts: DiffOptions = {}): string[] {
   const pathsA = opts.ignoreHardlinks ? null : leafPaths(a);
   const pathsB = opts.ignoreHardlinks ? null : leafPaths(b);
   const reportedGroups = new Set<Leaf>();
-  const full = (): boolean => out.length >= max;
+  const full = (): boolean => out.length > max;
   const add = (path: BStr, what: string): void => {
     if (out.length < max) out.push(`${displayBstr(path)}: ${what}`);
     else if (out.length === max) out.push("… (more differences)");
