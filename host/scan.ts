@@ -122,57 +122,77 @@ function openContent(path: BStr): number {
 
 /** Outstanding digest requests (each holds one open fd). */
 const DIGEST_WINDOW = 32;
+/** The walk yields to the event loop this often (ms) so digests proceed meanwhile. */
+const WALK_SLICE_MS = 4;
 
 /**
- * Digest every external file: through the pool with at most DIGEST_WINDOW
- * files open at once, or one by one here. The first failure stops the rest.
+ * The external files found so far, consumed by digest lanes while the walk
+ * is still adding to it.
  */
-async function digestAll(
-  external: ExternalSource[],
+class Feed {
+  readonly items: ExternalSource[] = [];
+  private next = 0;
+  private closed = false;
+  private waiters: (() => void)[] = [];
+  push(f: ExternalSource): void {
+    this.items.push(f);
+    this.waiters.shift()?.();
+  }
+  close(): void {
+    this.closed = true;
+    for (const w of this.waiters.splice(0)) w();
+  }
+  async take(): Promise<ExternalSource | undefined> {
+    while (this.next >= this.items.length) {
+      if (this.closed) return undefined;
+      await new Promise<void>((r) => this.waiters.push(r));
+    }
+    return this.items[this.next++];
+  }
+}
+
+function setDigest(f: ExternalSource, digest: Uint8Array): void {
+  const c = f.leaf.content as Regular;
+  c.digest = digest;
+  c.payload = objectPath(digest);
+}
+
+/**
+ * Digest lanes: each takes the next file from `feed`, opens it and has the
+ * pool digest it, so at most DIGEST_WINDOW files are open at once. The first
+ * failure sets `state.error` and stops every lane; the promise settles when
+ * no lane holds a file any more.
+ */
+async function digestLanes(
+  feed: Feed,
   alg: HashAlg,
-  pool: DigestPool | undefined,
+  pool: DigestPool,
+  state: { error?: unknown },
   onDone: (f: ExternalSource) => void,
 ): Promise<void> {
-  let next = 0;
-  let failed = false;
-  const finish = (f: ExternalSource, digest: Uint8Array) => {
-    const c = f.leaf.content as Regular;
-    c.digest = digest;
-    c.payload = objectPath(digest);
-    onDone(f);
-  };
-  if (pool === undefined) {
-    for (const f of external) {
-      const fd = openContent(f.path);
-      try {
-        finish(f, digestFdSync(fd, f.size, alg));
-      } catch (e) {
-        throw e instanceof CfsError ? e : fsError(displayBstr(f.path), e);
-      } finally {
-        closeSync(fd);
-      }
-    }
-    return;
-  }
   const lane = async () => {
-    while (!failed && next < external.length) {
-      const f = external[next++]!;
-      const fd = openContent(f.path);
+    for (;;) {
+      if (state.error !== undefined) return;
+      const f = await feed.take();
+      if (f === undefined || state.error !== undefined) return;
+      let fd: number;
       try {
-        finish(f, (await pool.digestFd(fd, alg, f.size, displayBstr(f.path))).digest);
+        fd = openContent(f.path);
       } catch (e) {
-        failed = true;
-        throw e;
+        state.error ??= e;
+        return;
+      }
+      try {
+        setDigest(f, (await pool.digestFd(fd, alg, f.size, displayBstr(f.path))).digest);
+        onDone(f);
+      } catch (e) {
+        state.error ??= e;
       } finally {
         closeSync(fd);
       }
     }
   };
-  const lanes: Promise<void>[] = [];
-  for (let i = 0; i < DIGEST_WINDOW; i++) lanes.push(lane());
-  // Wait for every lane (no fd may stay open), then report the first error.
-  const results = await Promise.allSettled(lanes);
-  for (const r of results) if (r.status === "rejected") throw r.reason;
+  await Promise.all(Array.from({ length: DIGEST_WINDOW }, lane));
 }
 
 /**
@@ -191,111 +211,148 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
   if ((rootSt.mode & S_IFMT) !== 0o040000) throw new CfsError(displayBstr(source), "not a directory");
   const root: Dir = { kind: "dir", stat: statOf(rootSt, useEpoch, readX(source)), entries: new Map() };
 
-  const external: ExternalSource[] = [];
+  const feed = new Feed();
+  const external = feed.items;
   let externalBytes = 0;
   let entries = 1;
   const inodes = new Map<string, Leaf>();
   const progress = opts.onProgress;
-  const report = (phase: ScanProgress["phase"], filesDone: number, bytesDone: number) =>
-    progress?.({ phase, entries, files: external.length, filesDone, bytes: externalBytes, bytesDone });
-
-  // Explicit stack: trees can be deep. Paths are byte strings.
-  const stack: { dir: Dir; path: BStr }[] = [{ dir: root, path: source.endsWith("/") ? source.slice(0, -1) : source }];
-  while (stack.length > 0) {
-    const { dir, path: dirPath } = stack.pop()!;
-    let names: Buffer[];
-    try {
-      names = readdirSync(Buffer.from(dirPath || "/", "latin1"), { encoding: "buffer" }) as Buffer[];
-    } catch (e) {
-      throw nodeError(dirPath || "/", "readdir", e);
-    }
-    for (const nb of names) {
-      const name = nb.toString("latin1");
-      const path = `${dirPath}/${name}`;
-      const st = sys.statx(path);
-      const type = st.mode & S_IFMT;
-      if (type === 0o040000) {
-        const child: Dir = { kind: "dir", stat: statOf(st, useEpoch, readX(path)), entries: new Map() };
-        dir.entries.set(name, child);
-        stack.push({ dir: child, path });
-        entries++;
-        continue;
-      }
-      if (opts.skipDevices && (type === 0o020000 || type === 0o060000)) continue;
-      entries++;
-      if (entries % 4096 === 0) report("walk", 0, 0);
-
-      // A second link to an inode already read: the same Leaf.
-      const key = keepLinks && st.nlink > 1 ? `${st.devMajor}:${st.devMinor}:${st.ino}` : null;
-      if (key !== null) {
-        const seen = inodes.get(key);
-        if (seen !== undefined) {
-          dir.entries.set(name, seen);
-          continue;
-        }
-      }
-
-      let content: LeafContent;
-      let pending: number | null = null;
-      switch (type) {
-        case 0o100000: {
-          const size = Number(st.size);
-          if (size === 0) content = { type: "regular", size: 0n, inline: null, digest: null, payload: null };
-          else if (size <= INLINE_MAX) content = { type: "regular", size: BigInt(size), inline: readSmall(path, size), digest: null, payload: null };
-          else {
-            content = { type: "regular", size: st.size, inline: null, digest: null, payload: null };
-            pending = size;
-          }
-          break;
-        }
-        case 0o120000: {
-          let target: Buffer;
-          try {
-            target = readlinkSync(Buffer.from(path, "latin1"), { encoding: "buffer" });
-          } catch (e) {
-            throw nodeError(path, "readlink", e);
-          }
-          content = { type: "symlink", target: new Uint8Array(target) };
-          break;
-        }
-        case 0o020000:
-        case 0o060000:
-          content = { type: type === 0o020000 ? "chr" : "blk", rdev: Number(sys.makedev(st.rdevMajor, st.rdevMinor)) };
-          break;
-        case 0o010000:
-          content = { type: "fifo" };
-          break;
-        case 0o140000:
-          content = { type: "socket" };
-          break;
-        default:
-          throw new CfsError(displayBstr(path), `unknown file type (mode ${st.mode.toString(8)})`);
-      }
-      const leaf: Leaf = { kind: "leaf", stat: statOf(st, useEpoch, readX(path)), content };
-      dir.entries.set(name, leaf);
-      if (key !== null) inodes.set(key, leaf);
-      if (pending !== null) {
-        external.push({ path, size: pending, leaf });
-        externalBytes += pending;
-      }
-    }
-  }
-  report("walk", 0, 0);
-
-  // Digest in parallel; the first failure fails the scan.
   let filesDone = 0;
   let bytesDone = 0;
+  let walking = true;
+  const report = () =>
+    progress?.({ phase: walking ? "walk" : "digest", entries, files: external.length, filesDone, bytes: externalBytes, bytesDone });
+
+  // Digests run while the walk goes on (the walk yields every few ms).
+  const state: { error?: unknown } = {};
   let lastReport = 0;
-  await digestAll(external, alg, opts.pool, (f) => {
+  const onDone = (f: ExternalSource) => {
     filesDone++;
     bytesDone += f.size;
-    if (progress && (filesDone - lastReport >= 256 || filesDone === external.length)) {
+    if (progress && filesDone - lastReport >= 256) {
       lastReport = filesDone;
-      report("digest", filesDone, bytesDone);
+      report();
     }
-  });
+  };
+  const lanes = opts.pool ? digestLanes(feed, alg, opts.pool, state, onDone) : null;
+  try {
+    await walkTree();
+  } catch (e) {
+    state.error ??= e;
+  }
+  walking = false;
+  feed.close();
+  if (lanes) await lanes;
+  if (state.error !== undefined) throw state.error;
+  if (!opts.pool) {
+    // One at a time on this thread.
+    for (const f of external) {
+      const fd = openContent(f.path);
+      try {
+        setDigest(f, digestFdSync(fd, f.size, alg));
+      } catch (e) {
+        throw e instanceof CfsError ? e : fsError(displayBstr(f.path), e);
+      } finally {
+        closeSync(fd);
+      }
+      onDone(f);
+    }
+  }
+  report();
   return { root, external, entries, externalBytes };
+
+  async function walkTree(): Promise<void> {
+    // Explicit stack: trees can be deep. Paths are byte strings.
+    const stack: { dir: Dir; path: BStr }[] = [{ dir: root, path: source.endsWith("/") ? source.slice(0, -1) : source }];
+    let slice = performance.now();
+    while (stack.length > 0) {
+      if (performance.now() - slice > WALK_SLICE_MS) {
+        await new Promise<void>((r) => setImmediate(r));
+        if (state.error !== undefined) return;
+        slice = performance.now();
+      }
+      const { dir, path: dirPath } = stack.pop()!;
+      let names: Buffer[];
+      try {
+        names = readdirSync(Buffer.from(dirPath || "/", "latin1"), { encoding: "buffer" }) as Buffer[];
+      } catch (e) {
+        throw nodeError(dirPath || "/", "readdir", e);
+      }
+      for (const nb of names) {
+        const name = nb.toString("latin1");
+        const path = `${dirPath}/${name}`;
+        const st = sys.statx(path);
+        const type = st.mode & S_IFMT;
+        if (type === 0o040000) {
+          const child: Dir = { kind: "dir", stat: statOf(st, useEpoch, readX(path)), entries: new Map() };
+          dir.entries.set(name, child);
+          stack.push({ dir: child, path });
+          entries++;
+          continue;
+        }
+        if (opts.skipDevices && (type === 0o020000 || type === 0o060000)) continue;
+        entries++;
+        if (entries % 4096 === 0) report();
+
+        // A second link to an inode already read: the same Leaf.
+        const key = keepLinks && st.nlink > 1 ? `${st.devMajor}:${st.devMinor}:${st.ino}` : null;
+        if (key !== null) {
+          const seen = inodes.get(key);
+          if (seen !== undefined) {
+            dir.entries.set(name, seen);
+            continue;
+          }
+        }
+
+        let content: LeafContent;
+        let pending: number | null = null;
+        switch (type) {
+          case 0o100000: {
+            const size = Number(st.size);
+            if (size === 0) content = { type: "regular", size: 0n, inline: null, digest: null, payload: null };
+            else if (size <= INLINE_MAX) content = { type: "regular", size: BigInt(size), inline: readSmall(path, size), digest: null, payload: null };
+            else {
+              content = { type: "regular", size: st.size, inline: null, digest: null, payload: null };
+              pending = size;
+            }
+            break;
+          }
+          case 0o120000: {
+            let target: Buffer;
+            try {
+              target = readlinkSync(Buffer.from(path, "latin1"), { encoding: "buffer" });
+            } catch (e) {
+              throw nodeError(path, "readlink", e);
+            }
+            content = { type: "symlink", target: new Uint8Array(target) };
+            break;
+          }
+          case 0o020000:
+          case 0o060000:
+            content = { type: type === 0o020000 ? "chr" : "blk", rdev: Number(sys.makedev(st.rdevMajor, st.rdevMinor)) };
+            break;
+          case 0o010000:
+            content = { type: "fifo" };
+            break;
+          case 0o140000:
+            content = { type: "socket" };
+            break;
+          default:
+            throw new CfsError(displayBstr(path), `unknown file type (mode ${st.mode.toString(8)})`);
+        }
+        const leaf: Leaf = { kind: "leaf", stat: statOf(st, useEpoch, readX(path)), content };
+        dir.entries.set(name, leaf);
+        if (key !== null) inodes.set(key, leaf);
+        if (pending !== null) {
+          externalBytes += pending;
+          feed.push({ path, size: pending, leaf });
+        }
+      }
+    }
+
+  }
 }
+
 
 // ---- the flat digest store ------------------------------------------------------------
 
