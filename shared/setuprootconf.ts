@@ -10,6 +10,7 @@
 //   [root]  transient = false
 //   [etc]   mount = "bind" | "overlay" | "transient" | "none"  (+ aliases), transient = false
 //   [var]   mount = …, transient = false
+//   [composefs] allow-unenforced-object-verity = false   (cfsboot extension)
 //
 // Precedence per directory: `mount` if given; else `transient = true` →
 // transient; else the default (cfsboot, like bootc: bind for both). A file
@@ -32,6 +33,13 @@ export interface SetupRootConf {
   root: { transient: boolean };
   etc: DirConf;
   var: DirConf;
+  /**
+   * cfsboot extension (bootc ignores the section). `allowUnenforcedObjectVerity`:
+   * a sealed boot (karg without `?`) on a kernel whose overlayfs cannot
+   * enforce per-file fs-verity (no `verity=require`, Linux < 6.6) is refused
+   * unless this is true; then only the image itself is verified.
+   */
+  composefs: { allowUnenforcedObjectVerity: boolean };
   /** Keys that were ignored, as `section.key`. */
   unknownKeys: string[];
 }
@@ -39,7 +47,13 @@ export interface SetupRootConf {
 export const SETUP_ROOT_CONF_PATH = "/usr/lib/composefs/setup-root-conf.toml";
 
 export function defaultSetupRootConf(): SetupRootConf {
-  return { root: { transient: false }, etc: { mount: null, transient: false }, var: { mount: null, transient: false }, unknownKeys: [] };
+  return {
+    root: { transient: false },
+    etc: { mount: null, transient: false },
+    var: { mount: null, transient: false },
+    composefs: { allowUnenforcedObjectVerity: false },
+    unknownKeys: [],
+  };
 }
 
 const MOUNT_NAMES: Record<string, MountType> = { none: "none", root: "none", bind: "bind", overlay: "overlay", transient: "transient", volatile: "transient" };
@@ -93,12 +107,17 @@ export function parseSetupRootConf(text: string, fileName: string): SetupRootCon
     if (typeof v !== "boolean") throw new CfsError(where(section, key), `[${section}] ${key} must be true or false`);
     return v;
   };
-  for (const key of Object.keys(doc)) if (!["root", "etc", "var"].includes(key)) conf.unknownKeys.push(key);
+  for (const key of Object.keys(doc)) if (!["root", "etc", "var", "composefs"].includes(key)) conf.unknownKeys.push(key);
 
   const root = table("root");
   if (root !== null) {
     conf.root.transient = bool("root", root, "transient");
     for (const k of Object.keys(root)) if (k !== "transient") conf.unknownKeys.push(`root.${k}`);
+  }
+  const cfs = table("composefs");
+  if (cfs !== null) {
+    conf.composefs.allowUnenforcedObjectVerity = bool("composefs", cfs, "allow-unenforced-object-verity");
+    for (const k of Object.keys(cfs)) if (k !== "allow-unenforced-object-verity") conf.unknownKeys.push(`composefs.${k}`);
   }
   for (const name of ["etc", "var"] as const) {
     const t = table(name);
