@@ -12,7 +12,10 @@
 //              inline ≤ 5000 bytes, symlink ≤ 4095, any payload, leaf NLINK
 //              kept (as `leaf.nlink` when it differs from the number of
 //              references), hardlink lines may precede their target (resolved
-//              at the end), only `@` and PAYLOAD read on hardlink lines, rdev
+//              at the end; `leaf.primaryPath` = the full line's path when it
+//              is not the first depth-first occurrence), only `@` and PAYLOAD
+//              read on hardlink lines, missing trailing CONTENT/DIGEST fields
+//              read as empty (as C's field splitter does), rdev
 //              stored as its low 32 bits, content wins over payload, a
 //              regular file of SIZE 0 without content is a plain empty file
 //              (payload/digest dropped, as C writes no metacopy for it), junk
@@ -689,6 +692,8 @@ interface Fixup {
 interface LeafInfo {
   leaf: Leaf;
   nlinkField: number;
+  /** Path of the leaf's full (non-@) line. */
+  path: BStr;
 }
 
 /**
@@ -705,6 +710,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
   // C mode: each leaf's NLINK field, and the extra references hardlink lines add.
   const leafInfo: LeafInfo[] = [];
   const extraRefs = new Map<Leaf, number>();
+  const linkPaths = new Map<Leaf, BStr[]>();
   const fixups: Fixup[] = [];
   const placeholders = new Map<Leaf, Fixup>();
   // Identical xattr values (SELinux labels…) share one array.
@@ -856,7 +862,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     }
     const leaf: Leaf = { kind: "leaf", stat, content: leafContent };
     insert(path, leaf, n);
-    if (!lim.rs) leafInfo.push({ leaf, nlinkField });
+    if (!lim.rs) leafInfo.push({ leaf, nlinkField, path });
   }
 
   function typeName(t: LeafContent["type"] | "dir"): string {
@@ -1069,15 +1075,31 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
       }
       fx.dir.entries.set(fx.name, leaf);
       extraRefs.set(leaf, (extraRefs.get(leaf) ?? 0) + 1);
+      const paths = linkPaths.get(leaf);
+      if (paths === undefined) linkPaths.set(leaf, [fx.path]);
+      else paths.push(fx.path);
     }
   }
 
   function finishLinks(): void {
-    // C keeps each leaf's NLINK field; record it where it differs from the tree.
-    for (const { leaf, nlinkField } of leafInfo) {
+    for (const { leaf, nlinkField, path } of leafInfo) {
+      // C keeps each leaf's NLINK field; record it where it differs from the tree.
       if (nlinkField !== 1 + (extraRefs.get(leaf) ?? 0)) leaf.nlink = nlinkField;
+      // C numbers a hardlinked inode where its full line is (Leaf.primaryPath)
+      // when that is not the first depth-first occurrence.
+      const links = linkPaths.get(leaf);
+      if (links !== undefined && links.some((l) => compareDfs(l, path) < 0)) leaf.primaryPath = path;
     }
   }
+}
+
+/** Order of two absolute paths in a depth-first walk with children in byte order. */
+function compareDfs(a: BStr, b: BStr): number {
+  const pa = a.split("/"), pb = b.split("/");
+  for (let i = 0; i < pa.length && i < pb.length; i++) {
+    if (pa[i] !== pb[i]) return pa[i]! < pb[i]! ? -1 : 1;
+  }
+  return pa.length - pb.length;
 }
 
 function isWhiteoutLeaf(n: Node): boolean {

@@ -16,7 +16,9 @@
 // symlink targets, rdev, leaf nlink (`leaf.nlink ?? number of references`),
 // and the hardlink structure (which paths share one Leaf object), directory
 // listings. Directories have no stored size or nlink in the tree (both are
-// derived), so there is nothing to ignore there.
+// derived), so there is nothing to ignore there. `Leaf.primaryPath` (where a C
+// dumpfile had the full line of a hardlinked leaf) is not a filesystem
+// property and is not compared.
 //
 // Options turn checks off: `ignoreNsec`, `ignoreMtime`, `ignoreNlink`,
 // `ignoreOwnership`, `ignoreMode`, `ignorePayload`, `ignoreHardlinks`,

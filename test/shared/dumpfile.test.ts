@@ -169,6 +169,24 @@ describe("vectors", () => {
     const lines = Buffer.from(read("erofs-v1/a11-hardlink-late-target.dump")).toString("latin1").trimEnd().split("\n");
     const hl = lines.find((l) => l.split(" ")[2]!.startsWith("@"))!.split(" ");
     expect(lookup(late, hl[0]!)).toBe(lookup(late, hl[8]!));
+    // C numbers such inodes at the full line: Leaf.primaryPath says where it was.
+    const full = new Set(lines.filter((l) => !l.split(" ")[2]!.startsWith("@")).map((l) => l.split(" ")[0]!));
+    const withPrimary: string[] = [];
+    for (const l of lines) {
+      const node = lookup(late, l.split(" ")[0]!);
+      if (node?.kind === "leaf" && node.primaryPath !== undefined && !withPrimary.includes(node.primaryPath)) withPrimary.push(node.primaryPath);
+    }
+    expect(withPrimary.sort()).toEqual(["/z/c-target", "/z/target"]);
+    for (const p of withPrimary) expect(full.has(p)).toBe(true);
+    // Strict mode and in-order files leave it unset.
+    const inOrder = parseDumpfile(read("erofs-v1/a09-hardlinks.dump"), { mode: "c" });
+    const stack2: Dir[] = [inOrder];
+    while (stack2.length > 0) {
+      for (const c of stack2.pop()!.entries.values()) {
+        if (c.kind === "dir") stack2.push(c);
+        else expect(c.primaryPath).toBeUndefined();
+      }
+    }
   });
 });
 
