@@ -143,7 +143,7 @@ export const mkcomposefsCommand = defineCommand<Args>({
           hardlinks: args.hardlinks,
           pool,
           onProgress: (p) =>
-            p.phase === "walk" ? bar.update(`reading ${p.entries} entries`, 0, 0) : bar.update("digesting", p.bytesDone, p.bytes),
+            bar.update(p.phase === "walk" ? `scanning (${p.entries} entries), digesting` : "digesting", p.bytesDone, p.bytes),
         });
         if (args["digest-store"] !== undefined) {
           fillDigestStore(scan, args["digest-store"], {
