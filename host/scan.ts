@@ -18,7 +18,7 @@
 // unreadable entry fails the scan first. One syncfs at the end makes the
 // objects durable before the caller writes an image referring to them.
 
-import { closeSync, constants as fsConstants, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, writeSync } from "node:fs";
+import { closeSync, constants as fsConstants, fchmodSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, writeSync } from "node:fs";
 
 import { type BStr, displayBstr, toHex } from "../shared/bytes.ts";
 import { CfsError } from "../shared/errors.ts";
@@ -513,6 +513,8 @@ function writeObject(
     } catch (e) {
       throw nodeError(f.path, "open", e);
     }
+    // Readable by everyone whatever the umask (as C mkcomposefs does).
+    fchmodSync(wfd, 0o644);
     const copied = copyData(srcfd, wfd, f.size, f.path, methods);
     if (copied !== f.size) throw new CfsError(displayBstr(f.path), `changed while being copied (${copied} of ${f.size} bytes)`);
     let linkFd = wfd;
@@ -581,6 +583,7 @@ function writeObjectNamed(
   let verity: boolean | null = null;
   try {
     tmpfd = sys.openat(dirfd, tmpName, sys.O_RDWR | sys.O_CREAT | sys.O_EXCL, 0o644);
+    fchmodSync(tmpfd, 0o644);
     const copied = copyData(srcfd, tmpfd, f.size, f.path, methods);
     if (copied !== f.size) throw new CfsError(displayBstr(f.path), `changed while being copied (${copied} of ${f.size} bytes)`);
     sys.close(tmpfd);

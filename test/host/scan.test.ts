@@ -346,6 +346,21 @@ describe("fillDigestStore", () => {
     expect(lstatSync(join(store, files[0]!)).ino).toBe(ino);
   });
 
+  test("objects are 0644 whatever the umask", async () => {
+    const d = join(base, "umask-src");
+    mkdirSync(d);
+    writeFileSync(join(d, "f"), ruleA(777));
+    const scan = await scanDirectory(d, { pool });
+    const old = process.umask(0o077);
+    try {
+      fillDigestStore(scan, join(base, "umask-store"));
+    } finally {
+      process.umask(old);
+    }
+    const hex = toHex((scan.external[0]!.leaf.content as { digest: Uint8Array }).digest);
+    expect(lstatSync(join(base, "umask-store", hex.slice(0, 2), hex.slice(2))).mode & 0o777).toBe(0o644);
+  });
+
   test("a file that changed size since the scan fails the copy and leaves no object", async () => {
     const d = join(base, "changing");
     mkdirSync(d);
