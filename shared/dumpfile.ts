@@ -35,9 +35,10 @@
 //              digest without payload, duplicate xattr keys, payload on a
 //              directory/device, mode bits above 0o177777).
 //
-//   All modes reject: a first line that is not the root directory, a second
-//   root, duplicate paths, non-canonical paths (relative, `.`, `..`, `//`,
-//   trailing `/`), a missing parent, names > 255 bytes, paths > 4096 bytes,
+//   All modes reject: blank lines, a first line that is not the root
+//   directory, a second root, duplicate paths, non-canonical paths (relative,
+//   `.`, `..`, `//`, trailing `/`), a missing parent, names > 255 bytes,
+//   paths > 4096 bytes,
 //   NUL bytes in a line or in a path/name/target/xattr key, empty fields
 //   (two spaces), bad escapes, MTIME nanoseconds ≥ 1e9, CONTENT length ≠
 //   SIZE, CONTENT or DIGEST on a non-regular file, hardlinks to a directory /
@@ -47,20 +48,24 @@
 //   budget (32767 bytes of EROFS xattr entries), keys > 255 bytes, values >
 //   65535 bytes.
 //
+//   (C does not special-case blank lines or "\r\n" either; a "\r" is a byte
+//   of the last field, which usually makes DIGEST invalid.)
+//
 //   Errors are CfsError with input `line N` and what = `field NAME: …` (or a
 //   sentence for whole-line problems). Callers prefix the file with
 //   `err.within(file)`.
 //
-// Writing — `writeDumpfile(root)`, composefs-rs style (dumpfile.md §7):
+// Writing — `writeDumpfile(root)` (or `writeDumpfileChunks(root)`, the same
+// bytes as a list of chunks for files and pipes), composefs-rs style (dumpfile.md §7):
 // depth-first in byte order, directory SIZE 0, directory NLINK 2 + subdirs,
 // leaf NLINK = `leaf.nlink` if set else the number of references, later
 // occurrences of a hardlinked leaf as `PATH 0 @120000 - - - - 0.0 TARGET - -`,
-// xattrs in byte order of their keys, every line ends with "\n".
+// xattrs in byte order of their keys, every line ends with "\n". A negative
+// mtime prints as `-S.N` (sec −S, nsec N), which only the C modes read back.
 //
 // Low-level pieces for other printers (e.g. the EROFS reader printing
 // C `composefs-info dump` lines with directory sizes from the image, xattrs in
 // image order and C-style `@` hardlink lines):
-//   writeDumpfileChunks(root)    writeDumpfile's bytes as chunks (for files/pipes)
 //   escapeField(value, kind)     one field, escaped
 //   formatDumpLine(fields)       one full line (without "\n")
 //   formatRustHardlinkLine(p, t) the composefs-rs hardlink line
@@ -897,7 +902,8 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     const ok = HEX_ANY.test(f) && (f.length === 64 || (lim.rs && f.length === 128));
     if (!ok) {
       const want = lim.rs ? "64 or 128 hex digits (sha256/sha512)" : "64 hex digits (sha256)";
-      fail(n, `field DIGEST: "${show(f)}" is not ${want}`);
+      const crlf = f.endsWith("\r") ? " (CRLF line endings?)" : "";
+      fail(n, `field DIGEST: "${show(f)}" is not ${want}${crlf}`);
     }
     return hexBytes(f);
   }
@@ -963,24 +969,25 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
       if (key.length === 0) fail(n, `field ${label}: empty xattr key`);
       if (key.length > XATTR_NAME_MAX) fail(n, `field ${label}: xattr key of ${key.length} bytes exceeds the maximum of ${XATTR_NAME_MAX}`);
       if (key.indexOf("\0") >= 0) fail(n, `field ${label}: xattr key contains a NUL byte`);
+      // Values repeat (SELinux labels): cache them by their escaped spelling.
       const rawValue = f.slice(eq + 1);
-      const value = unescape(rawValue, n, label);
-      if (value.length > XATTR_VALUE_MAX) {
-        fail(n, `field ${label}: xattr value of ${value.length} bytes exceeds the maximum of ${XATTR_VALUE_MAX}`);
+      let v = valueCache.get(rawValue);
+      if (v === undefined) {
+        const value = unescape(rawValue, n, label);
+        if (value.length > XATTR_VALUE_MAX) {
+          fail(n, `field ${label}: xattr value of ${value.length} bytes exceeds the maximum of ${XATTR_VALUE_MAX}`);
+        }
+        v = toBytes(value);
+        if (valueCache.size < 100_000 && rawValue.length <= 1024) valueCache.set(rawValue, v);
       }
       const old = xattrs.get(key);
       if (old !== undefined) {
         if (lim.rs) fail(n, `field ${label}: duplicate xattr key "${show(key)}"`);
         budget -= 7 + key.length + old.byteLength; // C: a repeated key replaces the earlier value
       }
-      budget += 7 + key.length + value.length;
+      budget += 7 + key.length + v.byteLength;
       if (budget > C_XATTR_INODE_MAX) {
         fail(n, `field ${label}: xattrs exceed the per-inode maximum of ${C_XATTR_INODE_MAX} bytes`);
-      }
-      let v = valueCache.get(value);
-      if (v === undefined) {
-        v = toBytes(value);
-        if (valueCache.size < 100_000) valueCache.set(value, v);
       }
       xattrs.set(key, v);
     }

@@ -281,6 +281,7 @@ const BAD: Bad[] = [
   { name: "root not a directory", text: "/ 0 100644 1 0 0 0 0.0 - - -\n", line: 1, what: /^field MODE: the root \/ must be a directory, not a regular file$/ },
   { name: "empty file", text: "", line: 1, what: /^the dumpfile is empty/ },
   { name: "empty line", text: ROOT + "\n/a 0 100644 1 0 0 0 0.0 - - -\n", line: 2, what: /^empty line$/ },
+  { name: "CRLF line endings", text: ROOT.replace("\n", "\r\n"), line: 1, what: /^field DIGEST: "-\\x0d" is not 64.* \(CRLF line endings\?\)$/ },
   { name: "comment line", text: ROOT + "# comment\n", line: 2, what: /^field PATH: path "#" is not absolute$/ },
   { name: "NUL byte", text: ROOT + "/a\0b 0 100644 1 0 0 0 0.0 - - -\n", line: 2, what: /^NUL byte at column 3$/ },
   { name: "\\x00 in a path", text: ROOT + "/a\\x00b 0 100644 1 0 0 0 0.0 - - -\n", line: 2, what: /^field PATH: path .* contains a NUL byte$/ },
