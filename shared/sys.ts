@@ -300,7 +300,9 @@ export function openat2(
   const how = new Uint8Array(24);
   const dv = new DataView(how.buffer);
   dv.setBigUint64(0, BigInt(flags | O_CLOEXEC), true);
-  dv.setBigUint64(8, BigInt(flags & (O_CREAT | O_TMPFILE) ? (opts.mode ?? 0o644) : 0), true);
+  // O_TMPFILE contains O_DIRECTORY: test all its bits, or O_PATH|O_DIRECTORY would pass a mode (EINVAL)
+  const creates = (flags & O_CREAT) !== 0 || (flags & O_TMPFILE) === O_TMPFILE;
+  dv.setBigUint64(8, BigInt(creates ? (opts.mode ?? 0o644) : 0), true);
   dv.setBigUint64(16, BigInt(opts.resolve ?? RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), true);
   const p = cstr(path);
   return check(show(path), "openat2", () => sys(SYS.openat2, dirfd, addr(p), addr(how), 24));
