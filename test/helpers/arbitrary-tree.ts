@@ -37,7 +37,7 @@ import type { Dir, Leaf, LeafContent, Node, Stat } from "../../shared/tree.ts";
 import { objectPath } from "../../shared/tree.ts";
 
 export interface TreeArbOptions {
-  /** Preset for the knobs below: small (default) ≈ 10 entries, medium ≈ 100, large ≈ 1000. */
+  /** Preset for the knobs below: small (default) ≈ 7 entries on average, medium ≈ 50, large ≈ 1000. */
   size?: "small" | "medium" | "large";
   /** Directory nesting below the root. */
   maxDepth?: number;
@@ -78,12 +78,17 @@ export interface TreeArbOptions {
   bigIds?: boolean;
   /** Names with spaces, control and high bytes, long names (default true). */
   oddNames?: boolean;
+  /**
+   * Root whiteouts named like the V0/V1 EROFS stubs `00`..`ff` (default
+   * false: an EROFS writer's stub heuristic may take such an entry for a stub).
+   */
+  stubNames?: boolean;
 }
 
 const PRESETS = {
-  small: { maxDepth: 2, maxEntries: 5, maxHardlinks: 3 },
-  medium: { maxDepth: 3, maxEntries: 8, maxHardlinks: 10 },
-  large: { maxDepth: 4, maxEntries: 14, maxHardlinks: 40 },
+  small: { maxDepth: 2, maxEntries: 6, maxHardlinks: 3 },
+  medium: { maxDepth: 3, maxEntries: 12, maxHardlinks: 10 },
+  large: { maxDepth: 4, maxEntries: 24, maxHardlinks: 40 },
 } as const;
 
 interface StatSpec {
@@ -260,7 +265,7 @@ function arbDirSpec(o: Required<TreeArbOptions>, depth: number, leafArb: fc.Arbi
   return fc.record({
     kind: fc.constant("dir" as const),
     stat: arbStat(o, false, true),
-    entries: fc.uniqueArray(fc.tuple(name, child), { selector: (e) => e[0], maxLength: o.maxEntries }),
+    entries: fc.uniqueArray(fc.tuple(name, child), { selector: (e) => e[0], maxLength: o.maxEntries, size: o.size }),
   });
 }
 
@@ -268,7 +273,9 @@ function buildStat(s: StatSpec): Stat {
   return { mode: s.mode, uid: s.uid, gid: s.gid, mtimeSec: s.mtimeSec, mtimeNsec: s.mtimeNsec, xattrs: new Map(s.xattrs) };
 }
 
-function build(spec: DirSpec, links: LinkSpec[]): Dir {
+const STUB_NAME = /^[0-9a-f]{2}$/;
+
+function build(spec: DirSpec, links: LinkSpec[], stubNames: boolean): Dir {
   const dirs: [Dir, number][] = [];
   const leaves: Leaf[] = [];
   const make = (d: DirSpec, pathLen: number): Dir => {
@@ -277,6 +284,7 @@ function build(spec: DirSpec, links: LinkSpec[]): Dir {
     for (const [name, c] of d.entries) {
       const len = pathLen + 1 + name.length;
       if (len > 4096) continue;
+      if (!stubNames && pathLen === 0 && STUB_NAME.test(name) && c.kind === "leaf" && c.content.type === "chr" && c.content.rdev === 0) continue;
       let node: Node;
       if (c.kind === "dir") {
         node = make(c, len);
@@ -325,6 +333,7 @@ function resolve(opts: TreeArbOptions): Required<TreeArbOptions> {
     mtimeNsec: opts.mtimeNsec ?? true,
     bigIds: opts.bigIds ?? true,
     oddNames: opts.oddNames ?? true,
+    stubNames: opts.stubNames ?? false,
   };
 }
 
@@ -334,7 +343,7 @@ export function arbTree(opts: TreeArbOptions = {}): fc.Arbitrary<Dir> {
   const name = arbName(o.oddNames);
   const dirSpec = arbDirSpec(o, o.maxDepth, arbLeaf(o), name);
   const links = o.maxHardlinks > 0
-    ? fc.array(fc.record({ leaf: fc.nat(), dir: fc.nat(), name }), { maxLength: o.maxHardlinks })
+    ? fc.array(fc.record({ leaf: fc.nat(), dir: fc.nat(), name }), { maxLength: o.maxHardlinks, size: o.size })
     : fc.constant([] as LinkSpec[]);
-  return fc.tuple(dirSpec, links).map(([spec, l]) => build(spec, l));
+  return fc.tuple(dirSpec, links).map(([spec, l]) => build(spec, l, o.stubNames));
 }
