@@ -30,7 +30,7 @@ interface InfoArgs {
   action: Action;
   paths: string[];
   basedir?: string;
-  filter?: string[];
+  filter?: string | string[];
 }
 
 function writeOut(data: Uint8Array | string): Promise<void> {
@@ -66,7 +66,8 @@ export const composefsInfoCommand = defineCommand<InfoArgs>({
       .positional("action", { choices: ACTIONS, describe: "what to print" })
       .positional("paths", { type: "string", array: true, describe: "images (files for measure-file)" })
       .option("basedir", { type: "string", describe: "object store for missing-objects" })
-      .option("filter", { type: "string", array: true, describe: "only these top-level names (repeatable)" }) as unknown as Argv<InfoArgs>,
+      // Not `array: true`, which would swallow the image paths after it; repeated options collect anyway.
+      .option("filter", { type: "string", describe: "only this top-level name (repeatable)" }) as unknown as Argv<InfoArgs>,
   handler: async (args) => {
     const paths = (args.paths ?? []).map(String);
     if (args.action === "measure-file") {
@@ -96,7 +97,7 @@ export const composefsInfoCommand = defineCommand<InfoArgs>({
     let filter: Set<BStr> | undefined;
     if (args.filter !== undefined) {
       filter = new Set();
-      for (const f of args.filter.map(String)) {
+      for (const f of [args.filter].flat().map(String)) {
         if (f.includes("/")) throw new CfsError(`--filter=${f}`, "filter must be a single name");
         filter.add(bstrFromUtf8(f));
       }

@@ -49,25 +49,25 @@ interface Frame {
   i: number;
 }
 
+/** A path component escaped as in a dump path (ESCAPE_STANDARD: no lone-dash rule). */
+function escapeName(name: BStr): string {
+  return name === "-" ? "-" : escapeField(name, "optional");
+}
+
 /** `composefs-info dump`: one line per node, depth-first, children in name order. */
 export function cDump(root: CNode): Uint8Array {
   const out = new Sink();
-  const line = (node: CNode, path: BStr): void => {
-    const target = node.linkTo ?? node;
-    const hardlinkPath = node.linkTo !== null ? cNodePath(target) : null;
-    let s =
-      escapeField(path === "" ? "/" : path, "optional") + " " +
-      target.size.toString() + " " +
-      (hardlinkPath !== null ? "@" : "") + target.mode.toString(8) + " " +
-      target.nlink + " " + target.uid + " " + target.gid + " " + target.rdev + " " +
-      target.mtimeSec.toString() + "." + target.mtimeNsec + " " +
-      optional(hardlinkPath ?? target.payload) + " " +
-      optional(target.content === null ? null : target.content.subarray(0, Number(target.size))) + " " +
-      (target.digest === null ? "-" : toHex(target.digest));
-    for (const [k, v] of target.xattrs) s += xattrText(k, v);
+  // `escaped` is the escaped path (escaping works byte by byte, so a path's
+  // escape is its parent's plus "/" plus the escaped name).
+  const line = (node: CNode, escaped: string): void => {
+    const t = node.linkTo ?? node;
+    const hardlink = node.linkTo !== null ? cNodePath(t) : null;
+    const content = t.content === null ? null : t.content.subarray(0, Number(t.size));
+    let s = `${escaped} ${t.size} ${hardlink !== null ? "@" : ""}${t.mode.toString(8)} ${t.nlink} ${t.uid} ${t.gid} ${t.rdev} ${t.mtimeSec}.${t.mtimeNsec} ${optional(hardlink ?? t.payload)} ${optional(content)} ${t.digest === null ? "-" : toHex(t.digest)}`;
+    for (const [k, v] of t.xattrs) s += xattrText(k, v);
     out.push(s + "\n");
   };
-  line(root, "");
+  line(root, "/");
   const stack: Frame[] = [{ node: root, path: "", i: 0 }];
   while (stack.length > 0) {
     const f = stack[stack.length - 1]!;
@@ -76,7 +76,7 @@ export function cDump(root: CNode): Uint8Array {
       stack.pop();
       continue;
     }
-    const path = f.path + "/" + child.name;
+    const path = `${f.path}/${escapeName(child.name)}`;
     line(child, path);
     if (child.children.length > 0) stack.push({ node: child, path, i: 0 });
   }

@@ -1052,7 +1052,7 @@ export function loadImageC(bytes: Uint8Array, options: CLoadOptions = {}): CNode
           img.fail(ino.offset + 8, `inline file nid ${nid} has size ${ino.size} (max ${C_INLINE_CONTENT_MAX})`);
         }
         budget.chargeData(img.flatSize(ino), ino.offset);
-        node.content = copy(img.data(ino));
+        node.content = img.data(ino); // a view: the image outlives the nodes
       }
     }
     let xattrSize = 0;
@@ -1105,8 +1105,10 @@ export function loadImageC(bytes: Uint8Array, options: CLoadOptions = {}): CNode
   }
   // Depth-first in on-disk entry order, like C's recursion (which decides
   // which occurrence of a hardlinked inode is the "target").
-  interface Frame { node: CNode; ents: RawDirent[]; i: number; names: Set<BStr>; depth: number; pathLen: number }
-  const frames: Frame[] = [{ node: root, ents: dirents(rootIno), i: 0, names: new Set(), depth: 0, pathLen: 0 }];
+  // Duplicate names: entries of valid images come sorted, so comparing with
+  // the previous name suffices; a Set is built only for unsorted directories.
+  interface Frame { node: CNode; ents: RawDirent[]; i: number; prev: BStr | null; names: Set<BStr> | null; depth: number; pathLen: number }
+  const frames: Frame[] = [{ node: root, ents: dirents(rootIno), i: 0, prev: null, names: null, depth: 0, pathLen: 0 }];
   while (frames.length > 0) {
     const f = frames[frames.length - 1]!;
     if (f.i >= f.ents.length) {
@@ -1120,17 +1122,19 @@ export function loadImageC(bytes: Uint8Array, options: CLoadOptions = {}): CNode
     if (f.depth === 0 && options.filter !== undefined && !options.filter.has(name)) continue;
     if (name.length === 0) img.fail(e.offset + 8, `empty entry name`);
     if (name.length > 255) img.fail(e.offset + 8, `entry name of ${name.length} bytes (max 255)`);
-    if (f.names.has(name)) img.fail(e.offset, `duplicate entry ${JSON.stringify(name)}`);
+    if (f.names === null && f.prev !== null && !(f.prev < name)) f.names = new Set(f.node.children.map((c) => c.name));
+    if (f.names !== null && f.names.has(name)) img.fail(e.offset, `duplicate entry ${JSON.stringify(name)}`);
     const child = build(e.nid, e.offset, name, f.node);
     if (child === "skip") continue;
     const pathLen = f.pathLen + 1 + name.length;
     budget.chargePath(pathLen, e.offset);
-    f.names.add(name);
+    f.prev = name;
+    f.names?.add(name);
     f.node.children.push(child);
     if (child.linkTo === null && (child.mode & S_IFMT) === S_IFDIR) {
       if (f.depth + 1 > MAX_DEPTH) img.fail(e.offset, `directories nested deeper than ${MAX_DEPTH} levels`);
       const ino = img.inode(e.nid, e.offset);
-      frames.push({ node: child, ents: dirents(ino), i: 0, names: new Set(), depth: f.depth + 1, pathLen });
+      frames.push({ node: child, ents: dirents(ino), i: 0, prev: null, names: null, depth: f.depth + 1, pathLen });
     }
   }
   return root;
