@@ -574,6 +574,12 @@ export interface NodeInfo {
   nlink: number;
   /** i_ino as stored. */
   ino: number;
+  /**
+   * The inode's xattrs exactly as stored, in on-disk order (inline entries,
+   * then shared ones): full names before any unescaping, internal overlay
+   * xattrs included.
+   */
+  rawXattrs: RawXattr[];
 }
 
 export interface ImageTree {
@@ -610,6 +616,8 @@ class TreeReader {
   private readonly dirNids = new Set<number>();
   private readonly info: Map<Node, NodeInfo> | undefined;
   private readonly budget: ImageBudget;
+  /** The xattrs read last (by leaf() / dirXattrs()), for NodeInfo. */
+  private lastRaw: RawXattr[] = [];
 
   constructor(img: ErofsImage, opts: ReadOptions) {
     this.img = img;
@@ -642,8 +650,9 @@ class TreeReader {
     return out;
   }
 
-  private record(node: Node, ino: RawInode): void {
-    this.info?.set(node, { nid: ino.nid, size: ino.size, nlink: ino.nlink, ino: ino.ino });
+  /** NodeInfo of a node; a directory's rawXattrs are filled in when it is read. */
+  private record(node: Node, ino: RawInode, rawXattrs: RawXattr[] = []): void {
+    this.info?.set(node, { nid: ino.nid, size: ino.size, nlink: ino.nlink, ino: ino.ino, rawXattrs });
   }
 
   private readDir(p: PendingDir, stack: PendingDir[]): void {
@@ -713,10 +722,12 @@ class TreeReader {
       const leaf = this.leaf(child, type, e);
       if (type === S_IFREG && leaf.content.type === "chr") escapedWhiteouts = true;
       this.leaves.set(e.nid, { leaf, ino: child, refs: 1 });
-      this.record(leaf, child);
+      this.record(leaf, child, this.lastRaw);
       dir.entries.set(e.name, leaf);
     }
     dir.stat.xattrs = this.dirXattrs(ino, escapedWhiteouts);
+    const inf = this.info?.get(dir);
+    if (inf !== undefined) inf.rawXattrs = this.lastRaw;
     if (this.strict) {
       if (!sawDot) img.fail(ino.offset, `directory nid ${ino.nid} has no "." entry`);
       if (!sawDotDot) img.fail(ino.offset, `directory nid ${ino.nid} has no ".." entry`);
@@ -769,6 +780,7 @@ class TreeReader {
   private dirXattrs(ino: RawInode, holdsEscapedWhiteouts: boolean): Map<BStr, Uint8Array> {
     const raw = this.img.xattrs(ino);
     this.budget.chargeXattrs(raw, ino.offset);
+    this.lastRaw = raw;
     const out = new Map<BStr, Uint8Array>();
     if (raw.length === 0) return out;
     const marked = holdsEscapedWhiteouts && raw.some((x) => x.name === XATTR_ESC_WHITEOUTS);
@@ -799,6 +811,7 @@ class TreeReader {
     const stat = this.stat(ino);
     const raw = img.xattrs(ino);
     this.budget.chargeXattrs(raw, ino.offset);
+    this.lastRaw = raw;
     let content: LeafContent;
     switch (type) {
       case S_IFREG: {

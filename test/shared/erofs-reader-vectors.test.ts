@@ -117,3 +117,22 @@ describe("erofs-v2 vectors", () => {
     if (version === 2) expect(toHex(image)).toBe(toHex(readVector(`${dir}/${base}.v2.img`)));
   });
 });
+
+test("NodeInfo: stored sizes, nlink and xattrs in on-disk order (a16 root, V1)", () => {
+  const tree = parseDumpfile(readVector(`${vectorsDir}/erofs-v1/a16-whiteout-selinux.dump`), { mode: "c" });
+  const back = readImage(writeErofs(tree, { version: 1 }), { info: true });
+  const root = back.info!.get(back.root)!;
+  expect(root.size).toBe(4096n);
+  expect(root.nlink).toBe(2);
+  expect(root.rawXattrs.map((x) => [x.name, Buffer.from(x.value).toString("latin1"), x.shared])).toEqual([
+    ["trusted.overlay.opaque", "y", false],
+    ["trusted.overlay.overlay.opaque", "x", false],
+    ["trusted.overlay.overlay.whiteouts", "", false],
+    ["user.a", "b", false],
+    ["user.overlay.opaque", "x", false],
+    ["user.overlay.whiteouts", "", false],
+    ["security.selinux", "system_u:object_r:root_t:s0\0", true],
+  ]);
+  // The tree itself has only the user's xattrs.
+  expect([...back.root.stat.xattrs.keys()].sort()).toEqual(["security.selinux", "user.a"]);
+});
