@@ -3,9 +3,11 @@ import type { CommandModule } from "yargs";
 import { fsverityCommand } from "./fsverity.ts";
 import { mkcomposefsCommand } from "./mkcomposefs.ts";
 import { composefsInfoCommand } from "./composefs-info.ts";
+import { repoCommand } from "./repo.ts";
 
 export const commands: CommandModule[] = [
   fsverityCommand,
   mkcomposefsCommand,
   composefsInfoCommand,
+  repoCommand,
 ];
