@@ -8,7 +8,7 @@ import { cDump } from "../../shared/erofs/cdump.ts";
 import { ErofsImage, loadImageC, readImage } from "../../shared/erofs/reader.ts";
 import { writeErofs } from "../../shared/erofs/writer.ts";
 import { CfsError } from "../../shared/errors.ts";
-import { type Dir, inlineFile, lookup, makeDir, makeLeaf } from "../../shared/tree.ts";
+import { type Dir, externalFile, inlineFile, lookup, makeDir, makeLeaf } from "../../shared/tree.ts";
 
 function errorOf(f: () => unknown): CfsError {
   try {
@@ -126,4 +126,18 @@ test("strict mode checks nlink against the directory entries", () => {
   const a = back.entries.get("a")!;
   expect(a).toBe(back.entries.get("b"));
   expect(a.kind === "leaf" && a.nlink).toBe(5);
+});
+
+test("metacopy digests of another algorithm than the repository's", () => {
+  const root = makeDir();
+  const digest = new Uint8Array(64).fill(0xab);
+  root.entries.set("f", makeLeaf(externalFile(digest, 100n)));
+  const image = writeErofs(root, { version: 1 });
+  const f = (o: Parameters<typeof readImage>[1]) => readImage(image, o).root.entries.get("f")!;
+  const read = f({ strict: true, algorithm: "sha512" });
+  expect(read.kind === "leaf" && read.content.type === "regular" && read.content.digest).toEqual(digest);
+  expect(errorOf(() => f({ strict: true, algorithm: "sha256", name: "a.img" })).what).toMatch(/^inode nid \d+: sha512 metacopy digest in a sha256 repository$/);
+  // Not strict: the digest is not taken (the redirect still names the object).
+  const lax = f({ algorithm: "sha256" });
+  expect(lax.kind === "leaf" && lax.content.type === "regular" && [lax.content.digest, lax.content.payload]).toEqual([null, `ab/${"ab".repeat(63)}`]);
 });
