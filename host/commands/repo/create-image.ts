@@ -29,6 +29,7 @@ import { DigestPool } from "../../digest.ts";
 import { progressBar } from "../../progress.ts";
 import type { ErofsVersion, Repository } from "../../repo.ts";
 import { scanDirectory } from "../../scan.ts";
+import { computeImageId } from "../../pull.ts";
 import { type RepoGlobalArgs, openRepo, print, withRepo } from "./common.ts";
 
 interface FsArgs extends RepoGlobalArgs {
@@ -155,6 +156,14 @@ export const createImageCommand = defineCommand<CreateArgs>({
   },
 });
 
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 /** Algorithm and default format of the selected repository, or cfsctl's defaults without one. */
 function idSettings(args: RepoGlobalArgs): { alg: HashAlg; version: ErofsVersion } {
   let repo: Repository;
@@ -173,9 +182,15 @@ function idSettings(args: RepoGlobalArgs): { alg: HashAlg; version: ErofsVersion
 
 export const computeIdCommand = defineCommand<FsArgs>({
   command: "compute-id <path>",
-  describe: "print the image id of a directory (nothing is stored)",
+  describe: "print the image id of a directory, or of an OCI image in the repository (tag or @sha256:…); nothing is stored",
   builder: (y: Argv) => fsOptions(y) as unknown as Argv<FsArgs>,
   handler: async (args) => {
+    if (!isDirectory(String(args.path))) {
+      // Not a directory: an OCI image in the repository (a tag or @sha256:…), cfsctl oci compute-id.
+      const id = await withRepo(args, {}, (repo) => computeImageId(repo, String(args.path), { bootable: args.bootable, xattrs: parseXattrFiltering(args.xattrs) }));
+      await print(`${id}\n`);
+      return;
+    }
     const { alg, version } = idSettings(args);
     const t = await directoryTree(String(args.path), alg, {
       bootable: args.bootable,
