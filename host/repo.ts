@@ -53,7 +53,7 @@ import {
   accessSync,
 } from "node:fs";
 import { homedir } from "node:os";
-import { resolve as resolvePath } from "node:path";
+import { dirname, resolve as resolvePath } from "node:path";
 
 import { bytesEqual, fromHex, toHex } from "../shared/bytes.ts";
 import { writeErofs } from "../shared/erofs/writer.ts";
@@ -563,6 +563,7 @@ export class Repository {
     const abs = resolvePath(path);
     if (openHandles.has(abs)) throw new CfsError(abs, "repository is open in this process; close it before init");
     try {
+      mkdirSync(dirname(abs), { recursive: true, mode: 0o755 });
       mkdirSync(abs, { mode: 0o700 });
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw sys.fromNodeError(abs, "mkdir", e);
