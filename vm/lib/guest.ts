@@ -151,7 +151,8 @@ export function buildGuestDisk(o: GuestDiskOptions): GuestDisk {
 /**
  * A fresh directory for one test's VM runs (logs, disks, VARS) under the
  * cache dir. The 20 newest run directories are kept; disk images and VARS
- * files only in the 3 newest (a disk is ~1 GB allocated).
+ * files only in the 3 newest and in any younger than an hour (a disk is
+ * ~0.7 GB allocated).
  */
 export function newRunDir(name: string): string {
   const base = process.env.CFSBOOT_VM_RUNS ?? join(cacheDir(), "runs");
@@ -159,6 +160,8 @@ export function newRunDir(name: string): string {
   const old = readdirSync(base).sort();
   old.slice(0, Math.max(0, old.length - 19)).forEach((d) => rmrf(join(base, d)));
   for (const d of old.slice(Math.max(0, old.length - 19), Math.max(0, old.length - 2))) {
+    // never touch a run that may still be going (another test process)
+    if (Date.now() - statSync(join(base, d)).mtimeMs < 3_600_000) continue;
     for (const f of readdirSync(join(base, d))) if (/\.(img|qcow2|fd)$/.test(f)) rmrf(join(base, d, f));
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, "-");

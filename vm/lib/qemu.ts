@@ -161,7 +161,8 @@ export function qemuArgs(o: QemuOptions, vars: string | undefined, reportLog: st
   }
   if (o.disk) {
     a.push("-drive", `if=none,id=d0,file=${o.disk.path},format=${o.disk.format ?? "raw"},cache=unsafe,discard=unmap`);
-    a.push("-device", "virtio-blk-pci,drive=d0,addr=0x5,bootindex=0");
+    // -kernel claims bootindex 0 itself (linuxboot option ROM)
+    a.push("-device", `virtio-blk-pci,drive=d0,addr=0x5${o.direct ? "" : ",bootindex=0"}`);
   }
   if (o.direct) {
     a.push("-kernel", o.direct.kernel, "-append", o.direct.append);

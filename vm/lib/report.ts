@@ -4,31 +4,29 @@
 // type 11 credentials, which also works with sealed UKIs) runs a bash script
 // once the boot is complete (`systemctl is-system-running --wait`: after
 // boot-complete.target and systemd-bless-boot). The script runs a list of
-// named commands and writes one JSON object per command (exit status, time,
-// base64 stdout and stderr) between markers on the report channel, the second
-// serial port /dev/ttyS1, then powers the machine off (or reboots it when a
-// command wrote `reboot` to /run/cfsvm/action; qemu runs with -no-reboot, so
-// it exits either way).
+// named commands, keeping each one's stdout, stderr, exit status and time in
+// files (<name>.out, <name>.err, <name>.rc = "<status> <ms>"), and writes them
+// as one base64-encoded ustar archive between markers on the report channel,
+// the second serial port /dev/ttyS1; then it powers the machine off (or
+// reboots it when a command wrote `reboot` to /run/cfsvm/action; qemu runs
+// with -no-reboot, so it exits either way).
 //
-//   CFSVM-REPORT-BEGIN v=1
-//   {"name":"uname_r","rc":0,"ms":3,"out":"<base64>","err":"<base64>"}
-//   ...
+//   CFSVM-REPORT-BEGIN v=2 items=N
+//   <base64 of a ustar archive, 76 columns>
 //   CFSVM-REPORT-END items=N
 //
-// base64 keeps the channel 7-bit clean and needs no JSON encoder in the guest
-// (minbase has neither jq nor python). OVMF writes its own output to every
-// serial port, so only the text between the markers is parsed.
+// Why not JSON written in the guest: minbase has neither jq nor python, and
+// under TCG every fork costs 0.1–0.5 s; this way an item costs one subshell
+// and its own command, and the whole report one tar and one base64. base64
+// keeps the channel 7-bit clean; OVMF writes its own output to every serial
+// port, so only the text between the markers is parsed.
 //
-// Host side: parseReport() turns the channel text into a GuestReport;
-// decoding (efivars, findmnt JSON) happens here, not in the guest.
+// Host side: parseReport() turns the channel text into a GuestReport (whose
+// toJSON() is the JSON report); decoding (efivars, findmnt JSON) happens
+// here, not in the guest.
 
 /** Vendor GUID of systemd-boot's loader variables. */
 export const LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
-
-const EFIVARS = [
-  "LoaderEntrySelected", "LoaderEntryDefault", "LoaderBootCountPath", "LoaderInfo",
-  "LoaderDevicePartUUID", "LoaderImageIdentifier", "StubInfo", "LoaderEntryOneShot",
-];
 
 export interface ReportCommand {
   /** Name in the report ([A-Za-z0-9_.-]+). */
@@ -50,30 +48,35 @@ export interface ReportOptions {
   waitSeconds?: number;
 }
 
-function standardCommands(opts: ReportOptions): ReportCommand[] {
-  const c: ReportCommand[] = [
-    { name: "system_state", cmd: "cat /run/cfsvm/state" },
-    { name: "uname_r", cmd: "uname -r" },
-    { name: "uname_a", cmd: "uname -a" },
-    { name: "os_release", cmd: "cat /etc/os-release" },
-    { name: "cmdline", cmd: "cat /proc/cmdline" },
-    { name: "uptime", cmd: "cat /proc/uptime" },
-    { name: "findmnt_root", cmd: "findmnt -J --mountpoint /" },
-    { name: "findmnt_etc", cmd: "findmnt -J --mountpoint /etc" },
-    { name: "findmnt_var", cmd: "findmnt -J --mountpoint /var" },
-    { name: "findmnt_sysroot", cmd: "findmnt -J --mountpoint /sysroot" },
-    { name: "findmnt_efi", cmd: "findmnt -J --mountpoint /efi || findmnt -J --mountpoint /boot/efi || findmnt -J --mountpoint /boot" },
-    { name: "mountinfo", cmd: "cat /proc/self/mountinfo" },
-    { name: "failed_units", cmd: "systemctl --failed --plain --no-legend --no-pager" },
-    { name: "bless_status", cmd: "/usr/lib/systemd/systemd-bless-boot status" },
-    { name: "bless_unit", cmd: "systemctl show -p ActiveState -p Result -p ExecMainStatus systemd-bless-boot.service" },
-    { name: "esp_entries", cmd: "ls -1 /efi/loader/entries" },
-    { name: "systemd_version", cmd: "systemctl --version | head -1" },
-    { name: "systemd_analyze", cmd: "systemd-analyze time" },
-    { name: "journal_errors", cmd: "journalctl -b -p err --no-pager -o short-monotonic" },
+interface ScriptItem {
+  name: string;
+  /** file: read a text file with bash builtins (no process); sh: eval in the script's shell; hook: eval in a subshell. */
+  kind: "file" | "sh" | "hook";
+  cmd: string;
+}
+
+/** Under TCG every process costs 0.1–1 s: the standard set needs about ten. */
+function standardItems(opts: ReportOptions): ScriptItem[] {
+  const f = (name: string, path: string): ScriptItem => ({ name, kind: "file", cmd: path });
+  const sh = (name: string, cmd: string): ScriptItem => ({ name, kind: "sh", cmd });
+  const c: ScriptItem[] = [
+    f("uname_r", "/proc/sys/kernel/osrelease"),
+    f("kernel_version", "/proc/sys/kernel/version"),
+    f("os_release", "/etc/os-release"),
+    f("cmdline", "/proc/cmdline"),
+    f("uptime", "/proc/uptime"),
+    f("mountinfo", "/proc/self/mountinfo"),
+    sh("findmnt", "findmnt -J -l -o TARGET,SOURCE,FSTYPE,OPTIONS"),
+    sh("failed_units", "systemctl --failed --plain --no-legend --no-pager"),
+    sh("bless_status", "/usr/lib/systemd/systemd-bless-boot status"),
+    sh("esp_entries", `for e in /efi/loader/entries/*; do echo "\${e##*/}"; done`),
+    sh("systemd_version", "systemctl --version"),
+    sh("systemd_analyze", "systemd-analyze time"),
+    sh("journal_errors", "journalctl -b -p err --no-pager -o short-monotonic"),
+    // all loader variables in one process; the host decodes them
+    sh("efivars", `cp /sys/firmware/efi/efivars/*-${LOADER_GUID} "$D/efivars/"`),
   ];
-  for (const v of EFIVARS) c.push({ name: `efivar.${v}`, cmd: `cat /sys/firmware/efi/efivars/${v}-${LOADER_GUID}` });
-  if (opts.fullJournal) c.push({ name: "journal", cmd: "journalctl -b --no-pager -o short-monotonic" });
+  if (opts.fullJournal) c.push(sh("journal", "journalctl -b --no-pager -o short-monotonic"));
   return c;
 }
 
@@ -85,48 +88,60 @@ const NAME_RE = /^[A-Za-z0-9_.-]+$/;
 
 /** The guest script (bash). */
 export function reportScript(opts: ReportOptions = {}): string {
-  // scenario commands run before the fs-verity measurements (they may create the files)
-  const cmds = [
-    ...standardCommands(opts),
-    ...(opts.commands ?? []).map((c) => ({ name: `hook.${c.name}`, cmd: c.cmd })),
-    ...(opts.verityFiles ?? []).map((f, i) => ({ name: `verity.${i}`, cmd: `fsverity measure -- ${shq(f)}` })),
+  const verity = opts.verityFiles ?? [];
+  // scenario commands run before the fs-verity measurement (they may create the files)
+  const all: ScriptItem[] = [
+    ...standardItems(opts),
+    ...(opts.commands ?? []).map((c): ScriptItem => ({ name: `hook.${c.name}`, kind: "hook", cmd: c.cmd })),
+    ...(verity.length ? [{ name: "verity", kind: "sh" as const, cmd: `fsverity measure -- ${verity.map(shq).join(" ")}` }] : []),
   ];
   const seen = new Set<string>();
-  for (const c of cmds) {
+  for (const c of all) {
     if (!NAME_RE.test(c.name)) throw new Error(`report command name ${JSON.stringify(c.name)}: use [A-Za-z0-9_.-]`);
     if (seen.has(c.name)) throw new Error(`report command ${c.name} given twice`);
     seen.add(c.name);
   }
-  const items = cmds.map((c) => `item ${c.name} ${shq(c.cmd)}`).join("\n");
-  const paths = (opts.verityFiles ?? []).map((f, i) => `verity.${i}=${f}`);
-  // Cheap under TCG: one bash process; each item is a subshell (fork, no
-  // exec) plus the command and one base64 (two when it wrote to stderr).
+  const fn = { file: "fileitem", sh: "item", hook: "hookitem" } as const;
+  const items = all.map((c) => `${fn[c.kind]} ${c.name} ${shq(c.cmd)}`).join("\n");
   return `#!/bin/bash
 # cfsboot VM harness: collect the test report, write it to the report channel, power off.
 set -u
+shopt -s nullglob
 exec </dev/null
 R=/run/cfsvm
-mkdir -p "$R"
+D=$R/items
+rm -rf "$D"
+mkdir -p "$D/efivars"
 kmsg() { echo "cfsvm: $*" > /dev/kmsg 2>/dev/null || true; }
 out=/dev/ttyS1
 if ! { [ -c "$out" ] && stty -F "$out" raw -echo 2>/dev/null; }; then out=/dev/console; fi
 kmsg "report unit started"
-timeout ${opts.waitSeconds ?? 600} systemctl is-system-running --wait > "$R/state" 2>&1
-kmsg "boot finished: $(cat "$R/state")"
-: > "$R/items"
-n=0
-item() { # item NAME COMMAND
-  local t0=\${EPOCHREALTIME/./} rc e=""
-  ( eval "$2" ) > "$R/o" 2> "$R/e" < /dev/null
-  rc=$?
-  [ -s "$R/e" ] && e=$(base64 -w0 < "$R/e")
-  printf '{"name":"%s","rc":%d,"ms":%d,"out":"%s","err":"%s"}\\n' "$1" "$rc" $(( (\${EPOCHREALTIME/./} - t0) / 1000 )) \\
-    "$(base64 -w0 < "$R/o")" "$e" >> "$R/items"
+timeout ${opts.waitSeconds ?? 600} systemctl is-system-running --wait > "$D/system_state.out" 2> "$D/system_state.err"
+echo "$? 0" > "$D/system_state.rc"
+kmsg "boot finished: $(< "$D/system_state.out")"
+n=1
+done_item() { # NAME RC T0
+  echo "$2 $(( (\${EPOCHREALTIME/./} - $3) / 1000 ))" > "$D/$1.rc"
   n=$((n + 1))
 }
-${items}
-item verity_paths ${shq(`printf '%s\\n' ${paths.map(shq).join(" ")}`)}
-{ echo "CFSVM-REPORT-BEGIN v=1"; cat "$R/items"; echo "CFSVM-REPORT-END items=$n"; } > "$out"
+fileitem() { # NAME PATH: bash builtins only
+  local t0=\${EPOCHREALTIME/./} rc=0 L
+  { mapfile -t L < "$2" && printf '%s\\n' "\${L[@]}"; } > "$D/$1.out" 2> "$D/$1.err" || rc=1
+  done_item "$1" "$rc" "$t0"
+}
+item() { # NAME COMMAND: evaluated in this shell (trusted, standard commands)
+  local t0=\${EPOCHREALTIME/./} rc=0
+  { eval "$2"; } > "$D/$1.out" 2> "$D/$1.err" < /dev/null || rc=$?
+  done_item "$1" "$rc" "$t0"
+}
+hookitem() { # NAME COMMAND: scenario commands, in a subshell
+  local t0=\${EPOCHREALTIME/./} rc=0
+  ( eval "$2" ) > "$D/$1.out" 2> "$D/$1.err" < /dev/null || rc=$?
+  done_item "$1" "$rc" "$t0"
+}
+${verity.length ? `printf '%s\\n' ${verity.map(shq).join(" ")} > "$D/verity.files"
+` : ""}${items}
+{ echo "CFSVM-REPORT-BEGIN v=2 items=$n"; tar --format=ustar -C "$D" -cf - . | base64 -w 76; echo "CFSVM-REPORT-END items=$n"; } > "$out"
 sync
 action=$(cat "$R/action" 2>/dev/null || echo ${opts.action ?? "poweroff"})
 kmsg "report written ($n items), $action"
@@ -209,9 +224,12 @@ export class ReportError extends Error {}
 
 export class GuestReport {
   readonly items = new Map<string, ReportItem>();
+  /** Every file of the report archive (items and `efivars/<Name>-<guid>`). */
+  readonly files: Map<string, Buffer>;
 
-  constructor(items: ReportItem[]) {
+  constructor(items: ReportItem[], files = new Map<string, Buffer>()) {
     for (const i of items) this.items.set(i.name, i);
+    this.files = files;
   }
 
   has(name: string): boolean {
@@ -265,14 +283,21 @@ export class GuestReport {
     return out;
   }
 
-  /** The mount at exactly `target` ("/", "/etc", "/var", "/sysroot", "/efi"), or undefined when it is no mount point. */
-  mount(target: "/" | "/etc" | "/var" | "/sysroot" | "/efi"): FindmntEntry | undefined {
-    const name = target === "/" ? "findmnt_root" : `findmnt_${target.slice(1)}`;
-    const i = this.get(name);
-    if (i.rc !== 0 || i.text === "") return undefined;
-    const fs = (JSON.parse(i.text) as { filesystems: FindmntEntry[] }).filesystems;
-    // several mounts stacked on one target: the last one listed is the visible one
-    return fs[fs.length - 1];
+  /** All mounts (`findmnt -l`), in mount order. */
+  get mounts(): FindmntEntry[] {
+    return (this.json("findmnt") as { filesystems: FindmntEntry[] }).filesystems;
+  }
+
+  /**
+   * The mount visible at exactly `target` ("/", "/etc", "/var", "/sysroot"),
+   * or undefined when it is no mount point. "/efi" also finds an ESP mounted
+   * at /boot/efi or /boot.
+   */
+  mount(target: string): FindmntEntry | undefined {
+    const all = this.mounts;
+    const at = (t: string) => all.filter((m) => m.target === t).pop();
+    if (target === "/efi") return at("/efi") ?? at("/boot/efi") ?? at("/boot");
+    return at(target);
   }
 
   get root(): FindmntEntry {
@@ -282,10 +307,10 @@ export class GuestReport {
   }
 
   /** A loader EFI variable (UTF-16LE after 4 attribute bytes), or undefined if unset. */
-  efivar(name: string): string | undefined {
-    const i = this.items.get(`efivar.${name}`);
-    if (!i || i.rc !== 0 || i.out.length < 4) return undefined;
-    return i.out.subarray(4).toString("utf16le").replace(/\0+$/, "");
+  efivar(name: string, guid = LOADER_GUID): string | undefined {
+    const b = this.files.get(`efivars/${name}-${guid}`);
+    if (!b || b.length < 4) return undefined;
+    return b.subarray(4).toString("utf16le").replace(/\0+$/, "");
   }
 
   /** `systemd-bless-boot status`: good, bad, indeterminate, clean (or the error text). */
@@ -294,18 +319,22 @@ export class GuestReport {
     return i.text || i.err.trim();
   }
 
-  /** fs-verity digest (`sha256:…`) per requested file, or null when verity is not enabled. */
+  /** fs-verity digest (`sha256:…`) per file named in `verityFiles`, or null when verity is not enabled on it. */
   get verity(): Record<string, string | null> {
-    const paths = this.get("verity_paths").text.split("\n").filter((l) => l !== "");
     const out: Record<string, string | null> = {};
-    for (const p of paths) {
-      const eq = p.indexOf("=");
-      const name = p.slice(0, eq);
-      const file = p.slice(eq + 1);
-      const i = this.get(name);
-      out[file] = i.rc === 0 ? (i.text.split(/\s+/)[0] ?? null) : null;
+    for (const f of (this.files.get("verity.files")?.toString("utf8") ?? "").split("\n")) if (f !== "") out[f] = null;
+    const i = this.items.get("verity");
+    if (!i) return out;
+    for (const line of i.text.split("\n")) {
+      const sp = line.indexOf(" ");
+      if (sp > 0) out[line.slice(sp + 1)] = line.slice(0, sp);
     }
     return out;
+  }
+
+  /** `systemctl --version` first line, e.g. `systemd 257 (257.13-1~deb13u1)`. */
+  get systemdVersion(): string {
+    return this.text("systemd_version").split("\n")[0] ?? "";
   }
 
   /** Guest uptime (seconds since kernel start) when the report was collected. */
@@ -320,6 +349,25 @@ export class GuestReport {
   }
 }
 
+/** The regular files of a ustar archive (name → contents). */
+export function untar(buf: Buffer): Map<string, Buffer> {
+  const files = new Map<string, Buffer>();
+  let off = 0;
+  while (off + 512 <= buf.length) {
+    const h = buf.subarray(off, off + 512);
+    if (h.every((b) => b === 0)) break;
+    const field = (a: number, n: number) => h.subarray(a, a + n).toString("latin1").replace(/\0.*$/s, "");
+    const prefix = field(345, 155);
+    const name = (prefix ? `${prefix}/` : "") + field(0, 100);
+    const size = parseInt(field(124, 12).trim() || "0", 8);
+    const type = field(156, 1);
+    if (Number.isNaN(size) || off + 512 + size > buf.length) throw new ReportError(`report archive: bad header at offset ${off}`);
+    if (type === "0" || type === "") files.set(name.replace(/^\.\//, ""), buf.subarray(off + 512, off + 512 + size));
+    off += 512 + Math.ceil(size / 512) * 512;
+  }
+  return files;
+}
+
 /** Parse the report channel; throws ReportError when no complete report is in it. */
 export function parseReport(channel: string): GuestReport {
   const lines = channel.replace(/\r/g, "").split("\n");
@@ -331,23 +379,18 @@ export function parseReport(channel: string): GuestReport {
     }
   }
   if (begin < 0) throw new ReportError("no CFSVM-REPORT-BEGIN on the report channel (the test unit did not run or did not finish)");
+  const endAt = lines.findIndex((l, i) => i > begin && l.startsWith("CFSVM-REPORT-END"));
+  if (endAt < 0) throw new ReportError(`report has no CFSVM-REPORT-END (${lines.length - begin - 1} lines received)`);
+  const count = Number(/items=(\d+)/.exec(lines[endAt] ?? "")?.[1]);
+  const files = untar(Buffer.from(lines.slice(begin + 1, endAt).join(""), "base64"));
   const items: ReportItem[] = [];
-  for (let i = begin + 1; i < lines.length; i++) {
-    const line = lines[i] ?? "";
-    const end = /^CFSVM-REPORT-END items=(\d+)/.exec(line);
-    if (end) {
-      if (Number(end[1]) !== items.length) throw new ReportError(`report truncated: ${items.length} of ${end[1]} items`);
-      return new GuestReport(items);
-    }
-    if (line.trim() === "") continue;
-    let o: { name: string; rc: number; ms: number; out: string; err: string };
-    try {
-      o = JSON.parse(line);
-    } catch {
-      throw new ReportError(`report line ${i + 1} is not JSON: ${line.slice(0, 200)}`);
-    }
-    const out = Buffer.from(o.out, "base64");
-    items.push({ name: o.name, rc: o.rc, ms: o.ms, out, err: Buffer.from(o.err, "base64").toString("utf8"), text: out.toString("utf8").trimEnd() });
+  for (const [f, data] of files) {
+    if (!f.endsWith(".rc")) continue;
+    const name = f.slice(0, -3);
+    const [rc, ms] = data.toString("latin1").trim().split(" ").map(Number);
+    const out = files.get(`${name}.out`) ?? Buffer.alloc(0);
+    items.push({ name, rc: rc ?? -1, ms: ms ?? 0, out, err: (files.get(`${name}.err`) ?? Buffer.alloc(0)).toString("utf8"), text: out.toString("utf8").trimEnd() });
   }
-  throw new ReportError(`report has no CFSVM-REPORT-END (${items.length} items received)`);
+  if (items.length !== count) throw new ReportError(`report truncated: ${items.length} of ${count} items`);
+  return new GuestReport(items, files);
 }

@@ -1,0 +1,98 @@
+// Smoke test of the harness on a plain Debian 12 guest (kernel 6.1, systemd
+// 252: the old-kernel path). Two boots of one disk:
+//   1. OVMF → systemd-boot → BLS Type 1 entry with boot counting; the test
+//      unit is baked into the image (systemd 252 has no extra-unit credentials).
+//   2. Direct kernel boot (SeaBIOS, -kernel/-initrd/-append) with a 9p share,
+//      after the host rewrote the report script and read a file the first
+//      boot left, both through debugfs on the powered-off disk.
+
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { canRun, hasTool, isRoot } from "../test/helpers/env.ts";
+import {
+  BAKED_SCRIPT_PATH, BOOKWORM, type GuestDisk, type GuestReport, type Rootfs, type VmRun,
+  OVMF_CODE, buildGuestDisk, ensureInitrd, ensureRootfs, espList, expectReport, ext4Read, ext4Write,
+  newRunDir, reportScript, runVm,
+} from "./harness.ts";
+
+const TOOLS = ["qemu-system-x86_64", "debootstrap", "sfdisk", "mkfs.vfat", "mcopy", "mke2fs", "debugfs", "zstd", "unshare"];
+const ready = canRun(isRoot && TOOLS.every(hasTool) && existsSync(OVMF_CODE), `VM tests need root, OVMF and ${TOOLS.join(", ")}`);
+
+describe.skipIf(!ready)("bookworm guest: UEFI BLS boot, then direct kernel boot with a 9p share", () => {
+  let rootfs: Rootfs;
+  let dir: string;
+  let disk: GuestDisk;
+  let uefi: VmRun;
+  let r1: GuestReport;
+  let direct: VmRun;
+  let r2: GuestReport;
+  let leftByBoot1: string;
+  const shared = `shared over 9p at ${new Date().toISOString()}\n`;
+
+  beforeAll(async () => {
+    rootfs = await ensureRootfs(BOOKWORM);
+    const initrd = await ensureInitrd(rootfs);
+    dir = newRunDir("smoke-bookworm");
+    disk = buildGuestDisk({
+      rootfs, initrd, path: join(dir, "disk.img"),
+      entry: { id: "cfs-old", tries: 3 },
+      report: {
+        commands: [{ name: "leave_file", cmd: "mkdir -p /var/lib/cfsvm-test && uname -r > /var/lib/cfsvm-test/boot1 && sync" }],
+      },
+    });
+    uefi = await runVm({ name: "uefi", runDir: dir, disk });
+    r1 = expectReport(uefi);
+
+    // between boots, on the powered-off disk: read what boot 1 wrote, replace the report script
+    leftByBoot1 = ext4Read(disk, "/var/lib/cfsvm-test/boot1").toString();
+    ext4Write(disk, BAKED_SCRIPT_PATH, reportScript({
+      commands: [{ name: "share", cmd: "modprobe 9pnet_virtio && mkdir -p /mnt/host && mount -t 9p -o trans=virtio,version=9p2000.L,ro host0 /mnt/host && cat /mnt/host/hello.txt" }],
+    }), 0o755);
+    const share = join(dir, "share");
+    mkdirSync(share, { recursive: true });
+    writeFileSync(join(share, "hello.txt"), shared);
+    direct = await runVm({
+      name: "direct", runDir: dir, disk, firmware: "bios",
+      direct: { kernel: disk.kernel, initrd: disk.initrdPath, append: `${disk.cmdline} cfsvm.direct` },
+      share: { path: share, tag: "host0" },
+    });
+    r2 = expectReport(direct);
+  });
+
+  it("UEFI boot: Debian 12's kernel, ext4 root, clean running state", () => {
+    expect(r1.kernel).toBe(rootfs.kver);
+    expect(r1.kernel).toMatch(/^6\.1\./);
+    expect(r1.osRelease.VERSION_CODENAME).toBe("bookworm");
+    expect(r1.root.fstype).toBe("ext4");
+    expect(r1.root.source).toBe("/dev/vda2");
+    expect(r1.cmdline).toBe(`initrd=\\cfs\\initrd.img ${disk.cmdline}`);
+    expect(r1.failedUnits).toEqual([]);
+    expect(r1.systemState).toBe("running");
+  });
+
+  it("UEFI boot: systemd-boot 252 counted the boot, bless renamed +3 to the plain name", () => {
+    expect(r1.efivar("LoaderInfo")).toMatch(/^systemd-boot 252/);
+    expect(r1.efivar("LoaderBootCountPath")).toBe("\\loader\\entries\\cfs-old+2-1.conf");
+    expect(r1.blessStatus).toBe("good");
+    expect(espList(disk, "/loader/entries")).toEqual(["cfs-old.conf"]);
+    expect(uefi.ended).toBe("poweroff");
+  });
+
+  it("the host reads and writes the ext4 root of the powered-off disk", () => {
+    expect(leftByBoot1.trim()).toBe(rootfs.kver);
+    // boot 2 ran the script the host wrote: it has the share command, not leave_file
+    expect(r2.has("hook.share")).toBe(true);
+    expect(r2.has("hook.leave_file")).toBe(false);
+  });
+
+  it("direct kernel boot: no firmware loader, the -append command line, 9p share readable", () => {
+    expect(r2.kernel).toBe(rootfs.kver);
+    expect(r2.cmdline).toBe(`${disk.cmdline} cfsvm.direct`);
+    expect(r2.efivar("LoaderInfo")).toBeUndefined();
+    expect(r2.root.source).toBe("/dev/vda2");
+    expect(r2.hook("share").rc).toBe(0);
+    expect(r2.hook("share").text + "\n").toBe(shared);
+    expect(direct.ended).toBe("poweroff");
+  });
+});
