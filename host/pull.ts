@@ -38,7 +38,6 @@
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { once } from "node:events";
 import { join } from "node:path";
 import * as zlib from "node:zlib";
 import { MultiBar, Presets } from "cli-progress";
@@ -294,6 +293,21 @@ export async function openImageSource(imgref: string, opts: SourceOptions = {}):
 
 // ---- decompression ------------------------------------------------------------------------
 
+/** Resolves when a writable stream drains, closes or fails (listeners removed either way). */
+function drained(z: NodeJS.WritableStream & NodeJS.EventEmitter): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      z.off("drain", done);
+      z.off("close", done);
+      z.off("error", done);
+      resolve();
+    };
+    z.on("drain", done);
+    z.on("close", done);
+    z.on("error", done);
+  });
+}
+
 /** Decompress a stream of chunks; errors from the source (digest mismatches) pass through unchanged. */
 export async function* decompress(src: AsyncIterable<Uint8Array>, comp: Compression, name: string): AsyncGenerator<Uint8Array> {
   if (comp === "none") {
@@ -308,7 +322,7 @@ export async function* decompress(src: AsyncIterable<Uint8Array>, comp: Compress
     try {
       for await (const c of src) {
         if (zError !== null) return;
-        if (!z.write(c)) await Promise.race([once(z, "drain"), once(z, "close")]).catch(() => undefined);
+        if (!z.write(c)) await drained(z);
       }
       z.end();
     } catch (e) {
