@@ -115,6 +115,13 @@ export function formatFsckJson(r: FsckReport): string {
   return `${JSON.stringify(doc, null, 2)}\n`;
 }
 
+/** An error's text without the repository path it starts with (the report names it already). */
+function detailOf(e: unknown, rel: string): string {
+  let t = describeError(e);
+  while (t.startsWith(`${rel}: `)) t = t.slice(rel.length + 2);
+  return t;
+}
+
 function errnoText(e: unknown): string {
   if (e instanceof sys.SysError) return e.what;
   const err = e as NodeJS.ErrnoException;
@@ -344,7 +351,7 @@ async function checkStream(repo: Repository, name: string, r: FsckReport): Promi
     info = parseSplitStream(bytes, { name: rel, algorithm: repo.alg });
   } catch (e) {
     r.streamsCorrupted++;
-    r.errors.push({ kind: "stream-open-failed", path: rel, detail: describeError(e) });
+    r.errors.push({ kind: "stream-open-failed", path: rel, detail: detailOf(e, rel) });
     return;
   }
   const sizes: (number | null)[] = [];
@@ -374,7 +381,7 @@ async function checkStream(repo: Repository, name: string, r: FsckReport): Promi
     if (!unknown && total !== info.streamSize) throw new Error(`the chunks add up to ${total} bytes, the header says ${info.streamSize}`);
   } catch (e) {
     r.streamsCorrupted++;
-    r.errors.push({ kind: "stream-read-failed", path: rel, detail: describeError(e) });
+    r.errors.push({ kind: "stream-read-failed", path: rel, detail: detailOf(e, rel) });
     return;
   }
   for (const [ref, id] of [...info.namedRefs].sort((a, b) => (a[0] < b[0] ? -1 : 1))) {
@@ -402,7 +409,7 @@ function checkImage(repo: Repository, name: string, r: FsckReport): void {
     bytes = readFd(fd, rel);
   } catch (e) {
     r.imagesCorrupted++;
-    r.errors.push({ kind: "image-read-failed", path: rel, detail: describeError(e) });
+    r.errors.push({ kind: "image-read-failed", path: rel, detail: detailOf(e, rel) });
     return;
   } finally {
     sys.close(fd);
@@ -416,7 +423,7 @@ function checkImage(repo: Repository, name: string, r: FsckReport): void {
     ids = imageObjects(bytes, { name: rel, strict: true, algorithm: repo.alg }).ids;
   } catch (e) {
     r.imagesCorrupted++;
-    r.errors.push({ kind: "image-invalid", path: rel, detail: describeError(e).replace(`${rel}: `, "") });
+    r.errors.push({ kind: "image-invalid", path: rel, detail: detailOf(e, rel) });
     return;
   }
   for (const hex of ids) {
