@@ -4,7 +4,8 @@
 //      unit is baked into the image (systemd 252 has no extra-unit credentials).
 //   2. Direct kernel boot (SeaBIOS, -kernel/-initrd/-append) with a 9p share,
 //      after the host rewrote the report script and read a file the first
-//      boot left, both through debugfs on the powered-off disk.
+//      boot left, both through debugfs on the powered-off disk; the initrd is
+//      the cached one with an appended cpio carrying an extra initrd unit.
 
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -12,7 +13,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { canRun, hasTool, isRoot } from "../test/helpers/env.ts";
 import {
   BAKED_SCRIPT_PATH, BOOKWORM, type GuestDisk, type GuestReport, type Rootfs, type VmRun,
-  OVMF_CODE, buildGuestDisk, ensureInitrd, ensureRootfs, espList, expectReport, ext4Read, ext4Write,
+  OVMF_CODE, appendToInitrd, buildGuestDisk, ensureInitrd, ensureRootfs, espList, expectReport, ext4Read, ext4Write,
   newRunDir, reportScript, runVm,
 } from "./harness.ts";
 
@@ -47,14 +48,28 @@ describe.skipIf(!ready)("bookworm guest: UEFI BLS boot, then direct kernel boot 
     // between boots, on the powered-off disk: read what boot 1 wrote, replace the report script
     leftByBoot1 = ext4Read(disk, "/var/lib/cfsvm-test/boot1").toString();
     ext4Write(disk, BAKED_SCRIPT_PATH, reportScript({
-      commands: [{ name: "share", cmd: "modprobe 9pnet_virtio && mkdir -p /mnt/host && mount -t 9p -o trans=virtio,version=9p2000.L,ro host0 /mnt/host && cat /mnt/host/hello.txt" }],
+      commands: [
+        { name: "share", cmd: "modprobe 9pnet_virtio && mkdir -p /mnt/host && mount -t 9p -o trans=virtio,version=9p2000.L,ro host0 /mnt/host && cat /mnt/host/hello.txt" },
+        { name: "appended", cmd: "cat /run/cfsvm-appended" },
+      ],
     }), 0o755);
+    // an initrd unit that only exists in the appended cpio; /run survives the switch to the real root
+    const unit = "/usr/lib/systemd/system/cfsvm-appended.service";
+    const initrdAppended = join(dir, "initrd-appended.img");
+    appendToInitrd(initrd.path, [
+      {
+        path: unit, mode: 0o644,
+        data: "[Unit]\nDefaultDependencies=no\nConditionPathExists=/etc/initrd-release\nBefore=initrd-root-fs.target\n" +
+          "[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo from-appended-cpio > /run/cfsvm-appended'\n",
+      },
+      { path: "/etc/systemd/system/initrd-root-fs.target.wants/cfsvm-appended.service", symlink: unit },
+    ], initrdAppended);
     const share = join(dir, "share");
     mkdirSync(share, { recursive: true });
     writeFileSync(join(share, "hello.txt"), shared);
     direct = await runVm({
       name: "direct", runDir: dir, disk, firmware: "bios",
-      direct: { kernel: disk.kernel, initrd: disk.initrdPath, append: `${disk.cmdline} cfsvm.direct` },
+      direct: { kernel: disk.kernel, initrd: initrdAppended, append: `${disk.cmdline} cfsvm.direct` },
       share: { path: share, tag: "host0" },
     });
     r2 = expectReport(direct);
@@ -84,6 +99,10 @@ describe.skipIf(!ready)("bookworm guest: UEFI BLS boot, then direct kernel boot 
     // boot 2 ran the script the host wrote: it has the share command, not leave_file
     expect(r2.has("hook.share")).toBe(true);
     expect(r2.has("hook.leave_file")).toBe(false);
+  });
+
+  it("direct kernel boot: the appended cpio's initrd unit ran", () => {
+    expect(r2.hook("appended").text).toBe("from-appended-cpio");
   });
 
   it("direct kernel boot: no firmware loader, the -append command line, 9p share readable", () => {

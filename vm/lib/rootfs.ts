@@ -10,7 +10,7 @@
 //                               linuxx64.efi.stub, meta.json, build.log
 // A second build of the same suite downloads only the index files, no .deb.
 
-import { existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, copyFileSync, lstatSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync, copyFileSync, lstatSync } from "node:fs";
 import { join } from "node:path";
 import { withLock } from "./lock.ts";
 import { debianMirror } from "./mirror.ts";
@@ -253,13 +253,17 @@ function configureTree(root: string, spec: GuestSpec): void {
   rmSync(def, { force: true });
   symlinkSync("/usr/lib/systemd/system/multi-user.target", def);
   writeFileSync(join(root, "etc/hostname"), "cfsvm\n");
+  chmodSync(join(root, "etc/hostname"), 0o644); // debootstrap copies the host's file with its mode
   writeFileSync(join(root, "etc/fstab"), "# written per disk by the cfsboot VM harness\n");
   mkdirSync(join(root, "efi"), { recursive: true });
   // The kernel postinst initramfs is not used (the harness builds its own).
   for (const f of readdirSync(join(root, "boot"))) if (f.startsWith("initrd.img")) rmSync(join(root, "boot", f));
   // No network in the guest; drop the resolver file debootstrap copied from the host.
   const resolv = join(root, "etc/resolv.conf");
-  if (existsSync(resolv) && !lstatSync(resolv).isSymbolicLink()) writeFileSync(resolv, "");
+  if (existsSync(resolv) && !lstatSync(resolv).isSymbolicLink()) {
+    writeFileSync(resolv, "");
+    chmodSync(resolv, 0o644);
+  }
   const mid = join(root, "etc/machine-id");
   if (!existsSync(mid) || readFileSync(mid, "utf8").trim().length !== 32) {
     throw new Error(`${spec.suite}: /etc/machine-id not set by the systemd postinst`);

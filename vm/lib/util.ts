@@ -15,10 +15,26 @@ export function cacheDir(): string {
   return process.env.CFSBOOT_VM_CACHE ?? "/var/cache/cfsboot-vm";
 }
 
-/** Scratch space for builds and runs: under the cache dir (same filesystem, so renames are atomic). */
+let pruned = false;
+
+/**
+ * Scratch space for builds and runs: under the cache dir (same filesystem, so
+ * renames are atomic). Leftovers of killed builds older than 6 hours are
+ * removed the first time a process asks for it.
+ */
 export function scratchDir(): string {
   const d = process.env.CFSBOOT_VM_TMP ?? join(cacheDir(), "tmp");
   mkdirSync(d, { recursive: true });
+  if (!pruned) {
+    pruned = true;
+    for (const n of readdirSync(d)) {
+      try {
+        if (Date.now() - statSync(join(d, n)).mtimeMs > 6 * 3_600_000) rmSync(join(d, n), { recursive: true, force: true });
+      } catch {
+        // raced with another process: fine
+      }
+    }
+  }
   return d;
 }
 
