@@ -20,11 +20,13 @@
 
 import { closeSync, constants as fsConstants, fchmodSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, writeSync } from "node:fs";
 
+import { constants as osConstants } from "node:os";
+
 import { type BStr, displayBstr, toHex } from "../shared/bytes.ts";
 import { CfsError } from "../shared/errors.ts";
 import type { HashAlg } from "../shared/fsverity.ts";
 import * as sys from "../shared/sys.ts";
-import { type Dir, type Leaf, type LeafContent, type Regular, type Stat, makeStat, objectPath } from "../shared/tree.ts";
+import { type Dir, type Leaf, type LeafContent, type Regular, type Stat, objectPath } from "../shared/tree.ts";
 import { type DigestPool, digestFdSync, fsError } from "./digest.ts";
 
 /** Files of at most this many bytes are stored in the image (C: LCFS_RECOMMENDED_INLINE_CONTENT_MAX). */
@@ -77,15 +79,20 @@ export interface ScanResult {
 
 const S_IFMT = 0o170000;
 
-function statOf(st: sys.Statx, useEpoch: boolean, xattrs: Map<BStr, Uint8Array>): Stat {
-  return makeStat({
-    mode: st.mode & 0o7777,
-    uid: st.uid,
-    gid: st.gid,
-    mtimeSec: useEpoch ? 0 : st.mtimeSec,
-    mtimeNsec: useEpoch ? 0 : st.mtimeNsec,
+const { STX } = sys;
+/** Placeholder until the real xattr map is read (never stored in a tree). */
+const EMPTY: Map<BStr, Uint8Array> = new Map();
+
+/** The Stat of a `struct statx` view (sys.statxRaw). */
+function statOf(st: DataView, useEpoch: boolean, xattrs: Map<BStr, Uint8Array>): Stat {
+  return {
+    mode: st.getUint16(STX.mode, true) & 0o7777,
+    uid: st.getUint32(STX.uid, true),
+    gid: st.getUint32(STX.gid, true),
+    mtimeSec: useEpoch ? 0 : Number(st.getBigInt64(STX.mtimeSec, true)),
+    mtimeNsec: useEpoch ? 0 : st.getUint32(STX.mtimeNsec, true),
     xattrs,
-  });
+  };
 }
 
 function nodeError(path: BStr, call: string, e: unknown): CfsError {
@@ -120,36 +127,10 @@ function openContent(path: BStr): number {
   }
 }
 
-/** Outstanding digest requests (each holds one open fd). */
-const DIGEST_WINDOW = 32;
 /** The walk yields to the event loop this often (ms) so digests proceed meanwhile. */
 const WALK_SLICE_MS = 4;
-
-/**
- * The external files found so far, consumed by digest lanes while the walk
- * is still adding to it.
- */
-class Feed {
-  readonly items: ExternalSource[] = [];
-  private next = 0;
-  private closed = false;
-  private waiters: (() => void)[] = [];
-  push(f: ExternalSource): void {
-    this.items.push(f);
-    this.waiters.shift()?.();
-  }
-  close(): void {
-    this.closed = true;
-    for (const w of this.waiters.splice(0)) w();
-  }
-  async take(): Promise<ExternalSource | undefined> {
-    while (this.next >= this.items.length) {
-      if (this.closed) return undefined;
-      await new Promise<void>((r) => this.waiters.push(r));
-    }
-    return this.items[this.next++];
-  }
-}
+/** Files opened here (non-UTF-8 paths) and waiting in the pool at most. */
+const FD_WINDOW = 32;
 
 function setDigest(f: ExternalSource, digest: Uint8Array): void {
   const c = f.leaf.content as Regular;
@@ -157,42 +138,112 @@ function setDigest(f: ExternalSource, digest: Uint8Array): void {
   c.payload = objectPath(digest);
 }
 
+const osErrno = osConstants.errno as Record<string, number>;
+
+/** Errnos that come from opening a file rather than reading it. */
+const OPEN_ERRNOS = new Set(["EACCES", "EPERM", "ENOENT", "ELOOP", "ENOTDIR", "ENXIO", "EISDIR", "ENAMETOOLONG", "EMFILE", "ENFILE"]);
+
+/** A pool failure as this module's errors: the byte path shown, `open/read failed: … (ECODE)`. */
+function poolError(path: BStr, e: unknown): unknown {
+  if (!(e instanceof CfsError)) return e;
+  const code = (e.cause as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code === "string" && code in osErrno) {
+    return sys.fromNodeError(path, OPEN_ERRNOS.has(code) ? "open" : "read", e.cause);
+  }
+  return new CfsError(displayBstr(path), e.what);
+}
+
+/** `path` as a JS string that Node's fs encodes back to the same bytes, or null. */
+function utf8Path(path: BStr): string | null {
+  // ASCII needs no conversion (the common case).
+  if (!/[^\x00-\x7f]/.test(path)) return path;
+  const bytes = Buffer.from(path, "latin1");
+  const text = bytes.toString("utf8");
+  return Buffer.from(text, "utf8").equals(bytes) ? text : null;
+}
+
 /**
- * Digest lanes: each takes the next file from `feed`, opens it and has the
- * pool digest it, so at most DIGEST_WINDOW files are open at once. The first
- * failure sets `state.error` and stops every lane; the promise settles when
- * no lane holds a file any more.
+ * Digests submitted to the pool as the walk finds files. Workers open files
+ * by path, so thousands can wait without holding fds (paths that are not
+ * UTF-8 are opened here, at most FD_WINDOW at a time). The first failure is
+ * kept; `drain()` settles once nothing is outstanding or something failed.
  */
-async function digestLanes(
-  feed: Feed,
-  alg: HashAlg,
-  pool: DigestPool,
-  state: { error?: unknown },
-  onDone: (f: ExternalSource) => void,
-): Promise<void> {
-  const lane = async () => {
-    for (;;) {
-      if (state.error !== undefined) return;
-      const f = await feed.take();
-      if (f === undefined || state.error !== undefined) return;
+class Digests {
+  error: unknown = undefined;
+  private outstanding = 0;
+  private fds = 0;
+  private viaFd: ExternalSource[] = [];
+  private wake: (() => void) | null = null;
+  constructor(
+    private readonly pool: DigestPool,
+    private readonly alg: HashAlg,
+    private readonly onDone: (f: ExternalSource) => void,
+  ) {}
+
+  add(f: ExternalSource): void {
+    const p = utf8Path(f.path);
+    if (p === null) {
+      this.viaFd.push(f);
+      this.pumpFds();
+      return;
+    }
+    this.track(this.pool.digestFile(p, this.alg), f, null);
+  }
+
+  private pumpFds(): void {
+    while (this.fds < FD_WINDOW && this.viaFd.length > 0 && this.error === undefined) {
+      const f = this.viaFd.shift()!;
       let fd: number;
       try {
         fd = openContent(f.path);
       } catch (e) {
-        state.error ??= e;
+        this.fail(e);
         return;
       }
-      try {
-        setDigest(f, (await pool.digestFd(fd, alg, f.size, displayBstr(f.path))).digest);
-        onDone(f);
-      } catch (e) {
-        state.error ??= e;
-      } finally {
-        closeSync(fd);
-      }
+      this.fds++;
+      this.track(this.pool.digestFd(fd, this.alg, f.size, displayBstr(f.path)), f, fd);
     }
-  };
-  await Promise.all(Array.from({ length: DIGEST_WINDOW }, lane));
+  }
+
+  private track(p: Promise<{ digest: Uint8Array }>, f: ExternalSource, fd: number | null): void {
+    this.outstanding++;
+    p.then(
+      (d) => {
+        setDigest(f, d.digest);
+        this.onDone(f);
+      },
+      (e) => this.fail(poolError(f.path, e)),
+    ).finally(() => {
+      this.outstanding--;
+      if (fd !== null) {
+        closeSync(fd);
+        this.fds--;
+        this.pumpFds();
+      }
+      this.check();
+    });
+  }
+
+  private fail(e: unknown): void {
+    this.error ??= e;
+    this.check();
+  }
+
+  private check(): void {
+    const w = this.wake;
+    if (w && (this.error !== undefined || (this.outstanding === 0 && this.viaFd.length === 0))) {
+      this.wake = null;
+      w();
+    }
+  }
+
+  /** Resolves when every digest is done, or at the first failure (`error` set). */
+  drain(): Promise<void> {
+    return new Promise((r) => {
+      this.wake = r;
+      this.check();
+    });
+  }
 }
 
 /**
@@ -207,12 +258,12 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
   const xattrFilter = opts.userXattrs ? (n: BStr) => n.startsWith("user.") : undefined;
   const readX = (p: BStr): Map<BStr, Uint8Array> => (opts.skipXattrs ? new Map() : sys.readXattrs(p, xattrFilter));
 
-  const rootSt = sys.statx(source, 0);
-  if ((rootSt.mode & S_IFMT) !== 0o040000) throw new CfsError(displayBstr(source), "not a directory");
-  const root: Dir = { kind: "dir", stat: statOf(rootSt, useEpoch, readX(source)), entries: new Map() };
+  const rootSt = sys.statxRaw(source, 0);
+  if ((rootSt.getUint16(STX.mode, true) & S_IFMT) !== 0o040000) throw new CfsError(displayBstr(source), "not a directory");
+  const root: Dir = { kind: "dir", stat: statOf(rootSt, useEpoch, new Map()), entries: new Map() };
+  root.stat.xattrs = readX(source);
 
-  const feed = new Feed();
-  const external = feed.items;
+  const external: ExternalSource[] = [];
   let externalBytes = 0;
   let entries = 1;
   const inodes = new Map<string, Leaf>();
@@ -224,7 +275,6 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
     progress?.({ phase: walking ? "walk" : "digest", entries, files: external.length, filesDone, bytes: externalBytes, bytesDone });
 
   // Digests run while the walk goes on (the walk yields every few ms).
-  const state: { error?: unknown } = {};
   let lastReport = 0;
   const onDone = (f: ExternalSource) => {
     filesDone++;
@@ -234,16 +284,16 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
       report();
     }
   };
-  const lanes = opts.pool ? digestLanes(feed, alg, opts.pool, state, onDone) : null;
-  try {
-    await walkTree();
-  } catch (e) {
-    state.error ??= e;
-  }
+  const digests = opts.pool ? new Digests(opts.pool, alg, onDone) : null;
+  // On failure, digests still queued in the pool are abandoned: their results
+  // are ignored, and files this module opened are closed as they settle
+  // (at the latest when the caller closes the pool).
+  await walkTree();
   walking = false;
-  feed.close();
-  if (lanes) await lanes;
-  if (state.error !== undefined) throw state.error;
+  if (digests) {
+    await digests.drain();
+    if (digests.error !== undefined) throw digests.error;
+  }
   if (!opts.pool) {
     // One at a time on this thread.
     for (const f of external) {
@@ -268,23 +318,24 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
     while (stack.length > 0) {
       if (performance.now() - slice > WALK_SLICE_MS) {
         await new Promise<void>((r) => setImmediate(r));
-        if (state.error !== undefined) return;
+        if (digests?.error !== undefined) throw digests.error;
         slice = performance.now();
       }
       const { dir, path: dirPath } = stack.pop()!;
-      let names: Buffer[];
+      let names: BStr[];
       try {
-        names = readdirSync(Buffer.from(dirPath || "/", "latin1"), { encoding: "buffer" }) as Buffer[];
+        // latin1: one char per byte, i.e. the names as byte strings.
+        names = readdirSync(Buffer.from(dirPath || "/", "latin1"), { encoding: "latin1" }) as string[];
       } catch (e) {
         throw nodeError(dirPath || "/", "readdir", e);
       }
-      for (const nb of names) {
-        const name = nb.toString("latin1");
+      for (const name of names) {
         const path = `${dirPath}/${name}`;
-        const st = sys.statx(path);
-        const type = st.mode & S_IFMT;
+        const st = sys.statxRaw(path);
+        const type = st.getUint16(STX.mode, true) & S_IFMT;
         if (type === 0o040000) {
-          const child: Dir = { kind: "dir", stat: statOf(st, useEpoch, readX(path)), entries: new Map() };
+          const child: Dir = { kind: "dir", stat: statOf(st, useEpoch, EMPTY), entries: new Map() };
+          child.stat.xattrs = readX(path);
           dir.entries.set(name, child);
           stack.push({ dir: child, path });
           entries++;
@@ -295,7 +346,10 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
         if (entries % 4096 === 0) report();
 
         // A second link to an inode already read: the same Leaf.
-        const key = keepLinks && st.nlink > 1 ? `${st.devMajor}:${st.devMinor}:${st.ino}` : null;
+        const key =
+          keepLinks && st.getUint32(STX.nlink, true) > 1
+            ? `${st.getUint32(STX.devMajor, true)}:${st.getUint32(STX.devMinor, true)}:${st.getBigUint64(STX.ino, true)}`
+            : null;
         if (key !== null) {
           const seen = inodes.get(key);
           if (seen !== undefined) {
@@ -304,15 +358,19 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
           }
         }
 
+        // Read everything needed from the statx view before any other syscall reuses it.
+        const stat = statOf(st, useEpoch, EMPTY);
+        const sizeBig = st.getBigUint64(STX.size, true);
+        const rdev = type === 0o020000 || type === 0o060000 ? Number(sys.makedev(st.getUint32(STX.rdevMajor, true), st.getUint32(STX.rdevMinor, true))) : 0;
         let content: LeafContent;
         let pending: number | null = null;
         switch (type) {
           case 0o100000: {
-            const size = Number(st.size);
+            const size = Number(sizeBig);
             if (size === 0) content = { type: "regular", size: 0n, inline: null, digest: null, payload: null };
-            else if (size <= INLINE_MAX) content = { type: "regular", size: BigInt(size), inline: readSmall(path, size), digest: null, payload: null };
+            else if (size <= INLINE_MAX) content = { type: "regular", size: sizeBig, inline: readSmall(path, size), digest: null, payload: null };
             else {
-              content = { type: "regular", size: st.size, inline: null, digest: null, payload: null };
+              content = { type: "regular", size: sizeBig, inline: null, digest: null, payload: null };
               pending = size;
             }
             break;
@@ -329,7 +387,7 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
           }
           case 0o020000:
           case 0o060000:
-            content = { type: type === 0o020000 ? "chr" : "blk", rdev: Number(sys.makedev(st.rdevMajor, st.rdevMinor)) };
+            content = { type: type === 0o020000 ? "chr" : "blk", rdev };
             break;
           case 0o010000:
             content = { type: "fifo" };
@@ -338,21 +396,22 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
             content = { type: "socket" };
             break;
           default:
-            throw new CfsError(displayBstr(path), `unknown file type (mode ${st.mode.toString(8)})`);
+            throw new CfsError(displayBstr(path), `unknown file type (mode ${type.toString(8)})`);
         }
-        const leaf: Leaf = { kind: "leaf", stat: statOf(st, useEpoch, readX(path)), content };
+        stat.xattrs = readX(path);
+        const leaf: Leaf = { kind: "leaf", stat, content };
         dir.entries.set(name, leaf);
         if (key !== null) inodes.set(key, leaf);
         if (pending !== null) {
           externalBytes += pending;
-          feed.push({ path, size: pending, leaf });
+          const f: ExternalSource = { path, size: pending, leaf };
+          external.push(f);
+          digests?.add(f);
         }
       }
     }
-
   }
 }
-
 
 // ---- the flat digest store ------------------------------------------------------------
 

@@ -146,16 +146,30 @@ function show(s: BStr | Uint8Array): string {
 /** Path argument type: a byte string or raw bytes. */
 export type SysPath = BStr | Uint8Array;
 
-/** Run a call returning int/ssize_t; retry on EINTR; throw SysError on -1. */
-function check(input: string, call: string, f: () => number | bigint): number {
+/**
+ * Run a call returning int/ssize_t; retry on EINTR; throw SysError on -1.
+ * `input` names what the call was about; a function is only called on error
+ * (showing a path costs more than most syscalls).
+ */
+function check(input: string | (() => string), call: string, f: () => number | bigint): number {
   for (;;) {
     const r = Number(f());
     if (r >= 0) return r;
     const e = lastErrno();
     if (e === errno.EINTR) continue;
-    throw new SysError(input, call, e);
+    throw new SysError(typeof input === "string" ? input : input(), call, e);
   }
 }
+
+/** NUL-terminated bytes of `s` in a reusable scratch buffer (valid until the next call with the same scratch). */
+function cstrInto(scratch: { buf: Buffer }, s: BStr): Buffer {
+  if (s.length + 1 > scratch.buf.byteLength) scratch.buf = Buffer.alloc(Math.max(s.length + 1, scratch.buf.byteLength * 2));
+  const n = scratch.buf.write(s, 0, "latin1");
+  scratch.buf[n] = 0;
+  return scratch.buf;
+}
+const pathScratch = { buf: Buffer.alloc(4096) };
+const nameScratch = { buf: Buffer.alloc(512) };
 
 // ---- architecture ---------------------------------------------------------------------
 
@@ -226,12 +240,12 @@ export const O_TMPFILE = 0o20000000 | fsConstants.O_DIRECTORY;
 
 /** open(2). O_CLOEXEC is always added. */
 export function open(path: SysPath, flags: number, mode = 0o644): number {
-  return check(show(path), "open", () => libc().open(cstr(path), flags | O_CLOEXEC, mode));
+  return check(() => show(path), "open", () => libc().open(cstr(path), flags | O_CLOEXEC, mode));
 }
 
 /** openat(2). O_CLOEXEC is always added. */
 export function openat(dirfd: number, path: SysPath, flags: number, mode = 0o644): number {
-  return check(show(path), "openat", () => libc().openat(dirfd, cstr(path), flags | O_CLOEXEC, mode));
+  return check(() => show(path), "openat", () => libc().openat(dirfd, cstr(path), flags | O_CLOEXEC, mode));
 }
 
 export function close(fd: number): void {
@@ -305,7 +319,7 @@ export function openat2(
   dv.setBigUint64(8, BigInt(creates ? (opts.mode ?? 0o644) : 0), true);
   dv.setBigUint64(16, BigInt(opts.resolve ?? RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS), true);
   const p = cstr(path);
-  return check(show(path), "openat2", () => sys(SYS.openat2, dirfd, addr(p), addr(how), 24));
+  return check(() => show(path), "openat2", () => sys(SYS.openat2, dirfd, addr(p), addr(how), 24));
 }
 
 export const RENAME_NOREPLACE = 1;
@@ -314,17 +328,17 @@ export const RENAME_WHITEOUT = 4;
 
 /** renameat2(2); flags RENAME_NOREPLACE (EEXIST if taken) or RENAME_EXCHANGE (swap). */
 export function renameat2(olddirfd: number, oldpath: SysPath, newdirfd: number, newpath: SysPath, flags = 0): void {
-  check(show(newpath), "renameat2", () => libc().renameat2(olddirfd, cstr(oldpath), newdirfd, cstr(newpath), flags));
+  check(() => show(newpath), "renameat2", () => libc().renameat2(olddirfd, cstr(oldpath), newdirfd, cstr(newpath), flags));
 }
 
 /** unlinkat(2); AT_REMOVEDIR removes an empty directory. */
 export function unlinkat(dirfd: number, path: SysPath, flags = 0): void {
-  check(show(path), "unlinkat", () => libc().unlinkat(dirfd, cstr(path), flags));
+  check(() => show(path), "unlinkat", () => libc().unlinkat(dirfd, cstr(path), flags));
 }
 
 /** linkat(2). */
 export function linkat(olddirfd: number, oldpath: SysPath, newdirfd: number, newpath: SysPath, flags = 0): void {
-  check(show(newpath), "linkat", () => libc().linkat(olddirfd, cstr(oldpath), newdirfd, cstr(newpath), flags));
+  check(() => show(newpath), "linkat", () => libc().linkat(olddirfd, cstr(oldpath), newdirfd, cstr(newpath), flags));
 }
 
 /**
@@ -334,7 +348,7 @@ export function linkat(olddirfd: number, oldpath: SysPath, newdirfd: number, new
  * filesystem lacks O_TMPFILE.
  */
 export function openTmpfile(dir: SysPath, mode = 0o644, dirfd = AT_FDCWD): number {
-  return check(show(dir), "open(O_TMPFILE)", () =>
+  return check(() => show(dir), "open(O_TMPFILE)", () =>
     libc().openat(dirfd, cstr(dir), O_TMPFILE | O_RDWR | O_CLOEXEC, mode),
   );
 }
@@ -370,7 +384,7 @@ export function minor(dev: bigint | number): number {
 
 /** mknod(2): `mode` includes the type bits (S_IFCHR, S_IFBLK, S_IFIFO, S_IFSOCK, S_IFREG). */
 export function mknod(path: SysPath, mode: number, rdev: bigint | number = 0, dirfd = AT_FDCWD): void {
-  check(show(path), "mknod", () => libc().mknodat(dirfd, cstr(path), mode, BigInt(rdev)));
+  check(() => show(path), "mknod", () => libc().mknodat(dirfd, cstr(path), mode, BigInt(rdev)));
 }
 
 export function mkfifo(path: SysPath, perm = 0o644, dirfd = AT_FDCWD): void {
@@ -407,7 +421,8 @@ const statxView = new DataView(statxBuf.buffer);
 
 export function statx(path: SysPath, flags = AT_SYMLINK_NOFOLLOW, mask = STATX_BASIC_STATS, dirfd = AT_FDCWD): Statx {
   const buf = statxBuf;
-  check(show(path), "statx", () => libc().statx(dirfd, cstr(path), flags, mask, buf));
+  const p = typeof path === "string" ? cstrInto(pathScratch, path) : cstr(path);
+  check(() => show(path), "statx", () => libc().statx(dirfd, p, flags, mask, buf));
   const dv = statxView;
   const attributes = dv.getBigUint64(8, true);
   return {
@@ -431,6 +446,23 @@ export function statx(path: SysPath, flags = AT_SYMLINK_NOFOLLOW, mask = STATX_B
   };
 }
 
+/** Byte offsets of `struct statx` fields, for `statxRaw`. */
+export const STX = {
+  mask: 0, attributes: 8, nlink: 16, uid: 20, gid: 24, mode: 28, ino: 32, size: 40, blocks: 48,
+  mtimeSec: 112, mtimeNsec: 120, rdevMajor: 128, rdevMinor: 132, devMajor: 136, devMinor: 140,
+} as const;
+
+/**
+ * statx(2) without building an object: the returned view of `struct statx`
+ * (fields at `STX` offsets, little-endian) is overwritten by the next
+ * statx/statxRaw call. For hot loops such as directory scans.
+ */
+export function statxRaw(path: SysPath, flags = AT_SYMLINK_NOFOLLOW, mask = STATX_BASIC_STATS, dirfd = AT_FDCWD): DataView {
+  const p = typeof path === "string" ? cstrInto(pathScratch, path) : cstr(path);
+  check(() => show(path), "statx", () => libc().statx(dirfd, p, flags, mask, statxBuf));
+  return statxView;
+}
+
 export const UTIME_OMIT = (1 << 30) - 2;
 
 /**
@@ -451,7 +483,7 @@ export function utimensat(
   dv.setBigInt64(8, BigInt(atime?.[1] ?? UTIME_OMIT), true);
   dv.setBigInt64(16, BigInt(mtime[0]), true);
   dv.setBigInt64(24, BigInt(mtime[1]), true);
-  check(show(path), "utimensat", () => libc().utimensat(dirfd, cstr(path), ts, flags));
+  check(() => show(path), "utimensat", () => libc().utimensat(dirfd, cstr(path), ts, flags));
 }
 
 /**
@@ -478,34 +510,35 @@ export const XATTR_REPLACE = 2;
 /** XATTR_SIZE_MAX and XATTR_LIST_MAX. */
 const XATTR_MAX = 65536;
 
-let xattrBuf = new Uint8Array(XATTR_MAX);
+const xattrBuf = new Uint8Array(XATTR_MAX);
+const XATTR_MAX_BIG = BigInt(XATTR_MAX);
 
 /** lgetxattr(2). A missing attribute throws SysError code ENODATA. */
 export function lgetxattr(path: SysPath, name: SysPath): Uint8Array {
   const p = cstr(path);
   const n = cstr(name);
-  const len = check(show(path), `lgetxattr ${show(name)}`, () => libc().lgetxattr(p, n, xattrBuf, BigInt(xattrBuf.byteLength)));
+  const len = check(() => show(path), `lgetxattr ${show(name)}`, () => libc().lgetxattr(p, n, xattrBuf, BigInt(xattrBuf.byteLength)));
   return xattrBuf.slice(0, len);
 }
 
 /** llistxattr(2): the names of all xattrs, as byte strings, in the kernel's order. */
 export function llistxattr(path: SysPath): BStr[] {
   const p = cstr(path);
-  const len = check(show(path), "llistxattr", () => libc().llistxattr(p, xattrBuf, BigInt(xattrBuf.byteLength)));
+  const len = check(() => show(path), "llistxattr", () => libc().llistxattr(p, xattrBuf, BigInt(xattrBuf.byteLength)));
   if (len === 0) return [];
   return bstr(xattrBuf.subarray(0, len - 1)).split("\0");
 }
 
 /** lsetxattr(2); flags XATTR_CREATE / XATTR_REPLACE. */
 export function lsetxattr(path: SysPath, name: SysPath, value: Uint8Array, flags = 0): void {
-  check(show(path), `lsetxattr ${show(name)}`, () =>
+  check(() => show(path), `lsetxattr ${show(name)}`, () =>
     libc().lsetxattr(cstr(path), cstr(name), value.byteLength ? value : new Uint8Array(1), BigInt(value.byteLength), flags),
   );
 }
 
 /** lremovexattr(2). */
 export function lremovexattr(path: SysPath, name: SysPath): void {
-  check(show(path), `lremovexattr ${show(name)}`, () => libc().lremovexattr(cstr(path), cstr(name)));
+  check(() => show(path), `lremovexattr ${show(name)}`, () => libc().lremovexattr(cstr(path), cstr(name)));
 }
 
 /**
@@ -514,14 +547,14 @@ export function lremovexattr(path: SysPath, name: SysPath): void {
  */
 export function readXattrs(path: SysPath, filter?: (name: BStr) => boolean): Map<BStr, Uint8Array> {
   const out = new Map<BStr, Uint8Array>();
-  const p = cstr(path);
-  const len = check(show(path), "llistxattr", () => libc().llistxattr(p, xattrBuf, BigInt(xattrBuf.byteLength)));
+  const p = typeof path === "string" ? cstrInto(pathScratch, path) : cstr(path);
+  const len = check(() => show(path), "llistxattr", () => libc().llistxattr(p, xattrBuf, XATTR_MAX_BIG));
   if (len === 0) return out;
   const names = bstr(xattrBuf.subarray(0, len - 1)).split("\0");
   for (const name of names) {
     if (filter && !filter(name)) continue;
-    const n = cstr(name);
-    const r = Number(libc().lgetxattr(p, n, xattrBuf, BigInt(xattrBuf.byteLength)));
+    const n = cstrInto(nameScratch, name);
+    const r = Number(libc().lgetxattr(p, n, xattrBuf, XATTR_MAX_BIG));
     if (r < 0) {
       const e = lastErrno();
       if (e === errno.ENODATA) continue;
@@ -737,7 +770,7 @@ export function mountFs(fstype: string, options: readonly FsOption[], attrs = 0)
 
 /** mount(2). */
 export function mount(source: SysPath | null, target: SysPath, fstype: string | null, flags: number, data: string | null = null): void {
-  check(show(target), "mount", () =>
+  check(() => show(target), "mount", () =>
     libc().mount(source === null ? null : cstr(source), cstr(target), fstype === null ? null : cstr(fstype), BigInt(flags), data === null ? null : cstr(data)),
   );
 }
@@ -748,7 +781,7 @@ export const UMOUNT_NOFOLLOW = 8;
 
 /** umount2(2); MNT_DETACH for a lazy unmount. */
 export function umount2(target: SysPath, flags = 0): void {
-  check(show(target), "umount2", () => libc().umount2(cstr(target), flags));
+  check(() => show(target), "umount2", () => libc().umount2(cstr(target), flags));
 }
 
 // ---- loop devices ------------------------------------------------------------------------
