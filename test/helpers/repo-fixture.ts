@@ -46,12 +46,25 @@ const enc = (s: string) => new TextEncoder().encode(s);
 export function bytesOf(seed: string, size: number): Uint8Array {
   const out = new Uint8Array(size);
   let off = 0;
-  for (let i = 0; off < size; i++) {
-    const h = createHash("sha256").update(`${seed}/${i}`).digest();
-    out.set(h.subarray(0, Math.min(h.length, size - off)), off);
-    off += h.length;
+  for (const piece of bytesPieces(seed, size, 1 << 20)) {
+    out.set(piece, off);
+    off += piece.length;
   }
   return out;
+}
+
+/** The same bytes as bytesOf, generated in pieces of about `piece` bytes (varying, ≥ 32). */
+export function* bytesPieces(seed: string, size: number, piece: number): Generator<Uint8Array> {
+  let off = 0;
+  let block = 0;
+  for (let k = 0; off < size; k++) {
+    const want = Math.min(size - off, Math.max(32, piece - ((k * 7919) % Math.max(1, piece >> 1))));
+    const out = new Uint8Array(Math.ceil(want / 32) * 32);
+    for (let o = 0; o < out.length; o += 32) out.set(createHash("sha256").update(`${seed}/${block++}`).digest(), o);
+    const n = Math.min(out.length, size - off);
+    yield out.subarray(0, n);
+    off += n;
+  }
 }
 
 /**

@@ -14,7 +14,7 @@
 import { toHex } from "../../shared/bytes.ts";
 import { CONTENT_TYPE, encodeSplitStream } from "../../shared/splitstream.ts";
 import { Repository } from "../../host/repo.ts";
-import { bytesOf } from "./repo-fixture.ts";
+import { bytesPieces } from "./repo-fixture.ts";
 
 const [path, seed, countStr, ...rest] = process.argv.slice(2);
 if (!path || !seed || !countStr) {
@@ -38,15 +38,11 @@ const repo = Repository.open(path, { writable: true, namedTemporaries: named });
 process.stdout.write("ready\n");
 const ids: { id: Uint8Array; size: number }[] = [];
 for (let i = 0; i < Number(countStr); i++) {
-  const data = bytesOf(`${seed}/${i}`, sizeOf(i));
+  // The temporary exists while the content is generated and written, piece by piece.
   const w = repo.createObjectWriter();
-  for (let off = 0, k = 0; off < data.length; k++) {
-    const n = Math.min(data.length - off, 1 + ((k * 7919 + i * 104729) % 300_000));
-    w.write(data.subarray(off, off + n));
-    off += n;
-  }
+  for (const piece of bytesPieces(`${seed}/${i}`, sizeOf(i), 1 + ((i * 104729) % 300_000))) w.write(piece);
   const r = await w.finish();
-  ids.push({ id: r.digest, size: data.length });
+  ids.push({ id: r.digest, size: sizeOf(i) });
   process.stdout.write(`${i} ${toHex(r.digest)} ${r.existed ? "existed" : "new"}\n`);
 }
 if (streamName !== undefined) {
