@@ -4,10 +4,12 @@ import { fsverityCommand } from "./fsverity.ts";
 import { mkcomposefsCommand } from "./mkcomposefs.ts";
 import { composefsInfoCommand } from "./composefs-info.ts";
 import { repoCommand } from "./repo.ts";
+import { containerCommand } from "./container.ts";
 
 export const commands: CommandModule[] = [
   fsverityCommand,
   mkcomposefsCommand,
   composefsInfoCommand,
   repoCommand,
+  containerCommand,
 ];
