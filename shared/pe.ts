@@ -131,3 +131,123 @@ export function ukiBootDigest(image: Uint8Array, input = "UKI"): string {
   const initrd = requirePeSection(image, ".initrd", input);
   return createHash("sha256").update(linux).update(initrd).digest("hex");
 }
+
+// ---- headers and section layout (building UKIs) ----------------------------------------
+
+/** IMAGE_DLLCHARACTERISTICS_NX_COMPAT. */
+export const DLL_NX_COMPAT = 0x100;
+/** Section characteristics ukify gives added sections. */
+export const SCN_CNT_CODE = 0x20;
+export const SCN_CNT_INITIALIZED_DATA = 0x40;
+export const SCN_MEM_EXECUTE = 0x20000000;
+export const SCN_MEM_READ = 0x40000000;
+export const SCN_MEM_WRITE = 0x80000000;
+
+export interface PeHeader {
+  /** 0x10b (PE32) or 0x20b (PE32+). */
+  magic: number;
+  machine: number;
+  numberOfSections: number;
+  timeDateStamp: number;
+  imageBase: bigint;
+  sectionAlignment: number;
+  fileAlignment: number;
+  sizeOfImage: number;
+  sizeOfHeaders: number;
+  checkSum: number;
+  dllCharacteristics: number;
+  /** File offset of the section table. */
+  sectionTableOffset: number;
+  /** File offsets of the fields patchPeHeader may change. */
+  offsets: { timeDateStamp: number; checkSum: number; dllCharacteristics: number };
+}
+
+/** The COFF and optional header fields a UKI builder needs. */
+export function readPeHeader(image: Uint8Array, input = "PE file"): PeHeader {
+  readPeSections(image, input); // signatures and the section table are in bounds
+  const view = new DataView(image.buffer, image.byteOffset, image.byteLength);
+  const coff = view.getUint32(E_LFANEW, true) + 4;
+  const optSize = view.getUint16(coff + 16, true);
+  const opt = coff + COFF_SIZE;
+  if (optSize < 72 || opt + 72 > image.byteLength) {
+    throw new CfsError(`${input}: offset ${opt}`, `optional header too small (${optSize} bytes)`);
+  }
+  const magic = view.getUint16(opt, true);
+  if (magic !== 0x10b && magic !== 0x20b) throw new CfsError(`${input}: offset ${opt}`, `unknown optional header magic 0x${magic.toString(16)}`);
+  const imageBase = magic === 0x20b ? view.getBigUint64(opt + 24, true) : BigInt(view.getUint32(opt + 28, true));
+  return {
+    magic,
+    machine: view.getUint16(coff, true),
+    numberOfSections: view.getUint16(coff + 2, true),
+    timeDateStamp: view.getUint32(coff + 4, true),
+    imageBase,
+    sectionAlignment: view.getUint32(opt + 32, true),
+    fileAlignment: view.getUint32(opt + 36, true),
+    sizeOfImage: view.getUint32(opt + 56, true),
+    sizeOfHeaders: view.getUint32(opt + 60, true),
+    checkSum: view.getUint32(opt + 64, true),
+    dllCharacteristics: view.getUint16(opt + 70, true),
+    sectionTableOffset: opt + optSize,
+    offsets: { timeDateStamp: coff + 4, checkSum: opt + 64, dllCharacteristics: opt + 70 },
+  };
+}
+
+const roundUp = (x: number, a: number): number => (a <= 1 ? x : Math.ceil(x / a) * a);
+
+export interface PlannedSection {
+  name: string;
+  size: number;
+  /** Relative virtual address. */
+  rva: number;
+  /** Absolute virtual address (image base + rva), what objcopy's --change-section-vma takes. */
+  vma: bigint;
+}
+
+/**
+ * Where sections appended to `image` go, as ukify places them: each at the
+ * end of the previous one (the stub's highest section first) rounded up to
+ * SectionAlignment. Names longer than 8 bytes are refused.
+ */
+export function planAppendedSections(image: Uint8Array, sections: readonly { name: string; size: number }[], input = "PE file"): PlannedSection[] {
+  const h = readPeHeader(image, input);
+  const existing = readPeSections(image, input);
+  if (h.sectionAlignment === 0 || (h.sectionAlignment & (h.sectionAlignment - 1)) !== 0) {
+    throw new CfsError(input, `section alignment ${h.sectionAlignment} is not a power of two`);
+  }
+  let end = 0;
+  for (const s of existing) end = Math.max(end, s.virtualAddress + Math.max(s.virtualSize, 0));
+  const out: PlannedSection[] = [];
+  for (const s of sections) {
+    if (s.name.length === 0 || s.name.length > 8) throw new CfsError(`section ${s.name}`, "PE section names have 1 to 8 bytes");
+    if (existing.some((e) => e.name === s.name) || out.some((o) => o.name === s.name)) throw new CfsError(`section ${s.name}`, `${input} already has it`);
+    const rva = roundUp(end, h.sectionAlignment);
+    if (rva + s.size > 0xffffffff) throw new CfsError(`section ${s.name}`, "does not fit in a 32-bit image");
+    out.push({ name: s.name, size: s.size, rva, vma: h.imageBase + BigInt(rva) });
+    end = rva + s.size;
+  }
+  return out;
+}
+
+/**
+ * A copy of `image` with header fields changed: the COFF time stamp, bits
+ * cleared from DllCharacteristics; the checksum is set to 0 (as ukify does;
+ * firmware does not check it).
+ */
+export function patchPeHeader(image: Uint8Array, p: { timeDateStamp?: number; clearDllCharacteristics?: number }, input = "PE file"): Uint8Array {
+  const h = readPeHeader(image, input);
+  const out = new Uint8Array(image);
+  const view = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  if (p.timeDateStamp !== undefined) view.setUint32(h.offsets.timeDateStamp, p.timeDateStamp >>> 0, true);
+  if (p.clearDllCharacteristics !== undefined) view.setUint16(h.offsets.dllCharacteristics, h.dllCharacteristics & ~p.clearDllCharacteristics & 0xffff, true);
+  view.setUint32(h.offsets.checkSum, 0, true);
+  return out;
+}
+
+/** Whether `data` is a PE image with NX_COMPAT set; null when it is not a PE image. */
+export function peNxCompat(data: Uint8Array): boolean | null {
+  try {
+    return (readPeHeader(data).dllCharacteristics & DLL_NX_COMPAT) !== 0;
+  } catch {
+    return null;
+  }
+}
