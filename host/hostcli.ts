@@ -1,0 +1,45 @@
+// Command-line plumbing shared by the host commands (install, status,
+// upgrade, switch, rollback, gc): registry options and output.
+//
+//   --authfile FILE     containers auth.json (default: $REGISTRY_AUTH_FILE, else bootc's
+//                       /etc/ostree/auth.json lookup for root, else the containers lookup)
+//   --cert-dir DIR      CA certificates (*.crt) and client certificate (*.cert/*.key)
+//   --tls-verify=false  do not verify the registry's certificate
+
+import type { Argv } from "yargs";
+
+import { writeStdout } from "./atomic.ts";
+import { bootcAuthFile } from "./registry.ts";
+import type { SourceOptions } from "./pull.ts";
+
+export interface SourceArgs {
+  authfile?: string;
+  "cert-dir"?: string;
+  "tls-verify"?: boolean;
+}
+
+export function sourceOptions<T>(y: Argv<T>): Argv<T & SourceArgs> {
+  return y
+    .option("authfile", { type: "string", describe: "containers auth.json for the registry" })
+    .option("cert-dir", { type: "string", describe: "directory of CA certificates (*.crt) and client certificate (*.cert/*.key)" })
+    .option("tls-verify", { type: "boolean", describe: "verify the registry's TLS certificate (--tls-verify=false to skip)" }) as unknown as Argv<T & SourceArgs>;
+}
+
+export function sourceFrom(args: SourceArgs): SourceOptions {
+  const o: SourceOptions = {};
+  const auth = args.authfile ?? (process.env.REGISTRY_AUTH_FILE ? undefined : (bootcAuthFile() ?? undefined));
+  if (auth !== undefined) o.authFile = auth;
+  if (args["cert-dir"] !== undefined) o.certDir = args["cert-dir"];
+  if (args["tls-verify"] !== undefined) o.tlsVerify = args["tls-verify"];
+  return o;
+}
+
+/** Write text to stdout and wait until it is flushed. */
+export function print(text: string): Promise<void> {
+  return new Promise((resolve, reject) => process.stdout.write(text, (e) => (e ? reject(e) : resolve())));
+}
+
+/** One line on stdout, written at once (handles a non-blocking pipe). */
+export function outLine(line: string): void {
+  writeStdout(`${line}\n`);
+}
