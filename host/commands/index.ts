@@ -4,6 +4,12 @@ import { fsverityCommand } from "./fsverity.ts";
 import { mkcomposefsCommand } from "./mkcomposefs.ts";
 import { composefsInfoCommand } from "./composefs-info.ts";
 import { repoCommand } from "./repo.ts";
+import { installCommand } from "./install.ts";
+import { statusCommand } from "./status.ts";
+import { upgradeCommand } from "./upgrade.ts";
+import { switchCommand } from "./switch.ts";
+import { rollbackCommand } from "./rollback.ts";
+import { gcCommand } from "./gc.ts";
 import { containerCommand } from "./container.ts";
 
 export const commands: CommandModule[] = [
@@ -11,5 +17,11 @@ export const commands: CommandModule[] = [
   mkcomposefsCommand,
   composefsInfoCommand,
   repoCommand,
+  installCommand,
+  statusCommand,
+  upgradeCommand,
+  switchCommand,
+  rollbackCommand,
+  gcCommand,
   containerCommand,
 ];
