@@ -31,7 +31,8 @@ import { writeErofs } from "../../shared/erofs/writer.ts";
 import { fsverityDigest } from "../../shared/fsverity.ts";
 import { CONTENT_TYPE, encodeSplitStream } from "../../shared/splitstream.ts";
 import { inlineFile, makeDir, makeLeaf } from "../../shared/tree.ts";
-import { Repository, decodeTag, encodeTag, linkText } from "../../host/repo.ts";
+import { Repository, VerityGate, decodeTag, encodeTag, linkText } from "../../host/repo.ts";
+import * as sys from "../../shared/sys.ts";
 import { canRun, hasTool, projectRoot, sharedDir } from "../helpers/env.ts";
 import { bytesOf, storeImage } from "../helpers/repo-fixture.ts";
 
@@ -247,6 +248,54 @@ describe("objects", () => {
     } finally {
       repo.close();
     }
+  });
+});
+
+describe("the verity gate (this filesystem has no fs-verity)", () => {
+  test("secure: sealing and measuring are errors that say why; insecure: null, and userspace digests are used", () => {
+    const f = join(dir, "gate-file");
+    writeFileSync(f, bytesOf("gate", 10_000));
+    const fd = sys.open(f, sys.O_RDONLY);
+    try {
+      const supported = (() => {
+        try {
+          sys.measureVerity(fd);
+          return true;
+        } catch (e) {
+          return !sys.isVerityUnsupported(e);
+        }
+      })();
+      if (supported) {
+        // Not a missing capability: the degradation paths only exist where fs-verity does not.
+        process.stderr.write("SKIP: this filesystem supports fs-verity; the degradation paths are tested where it does not\n");
+        return;
+      }
+      const secure = new VerityGate("sha512", true);
+      expect(() => secure.seal(fd, f)).toThrow(/does not support fs-verity, but this repository requires it/);
+      expect(() => secure.measure(fd, f)).toThrow(/does not support fs-verity, but this repository requires it/);
+      const insecure = new VerityGate("sha512", false);
+      expect(insecure.seal(fd, f)).toBeNull();
+      expect(insecure.trySeal).toBe(false); // known now: no further attempts
+      expect(insecure.measure(fd, f)).toBeNull();
+      expect(insecure.description).toBe("insecure (userspace digests)");
+    } finally {
+      sys.close(fd);
+    }
+  });
+
+  test("a repository made without --insecure on this filesystem is insecure and stores userspace digests", async () => {
+    const p = join(dir, "degraded");
+    const r = Repository.init(p, {});
+    try {
+      expect(r.degraded).toBe(true);
+      expect(r.verity).toBe(false);
+      expect(r.repo.secure).toBe(false);
+      const data = bytesOf("degraded", 5000);
+      expect(toHex(await r.repo.ensureObject(data))).toBe(toHex(fsverityDigest(data, "sha512")));
+    } finally {
+      r.repo.close();
+    }
+    expect(() => Repository.open(p, { requireVerity: true })).toThrow(/fs-verity is required.*insecure/);
   });
 });
 
