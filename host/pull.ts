@@ -786,15 +786,29 @@ function checkContainerImage(name: string, manifest: ImageManifest): void {
   }
 }
 
+/** CFSBOOT_TIMING=1: phase timings on stderr (for profiling). */
+function timer(): (phase: string) => void {
+  if (!process.env.CFSBOOT_TIMING) return () => {};
+  let last = performance.now();
+  return (phase) => {
+    const now = performance.now();
+    process.stderr.write(`timing: ${phase} ${(now - last).toFixed(0)} ms\n`);
+    last = now;
+  };
+}
+
 /** Pull an image into the repository (see the module comment for the order of effects). */
 export async function pullImage(repo: Repository, imgref: string, opts: PullOptions = {}): Promise<PullResult> {
   repo.requireWritable();
+  const tick = timer();
   const tag = opts.tag ?? imgref;
   const source = await openImageSource(imgref, opts);
+  tick("open source");
   const progress = new PullProgress(opts.progress ?? (process.stderr.isTTY === true && !process.env.CFSBOOT_NO_PROGRESS));
   try {
     const fetched = await source.resolve(opts.platform ?? platformForArch(process.arch));
     const { manifest, manifestDigest, manifestBytes } = fetched;
+    tick("manifest");
     checkContainerImage(`${imgref}@${manifestDigest}`, manifest);
     const configDigest = manifest.config.digest;
     const cid = configStreamId(configDigest);
@@ -819,6 +833,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
     }
     const config = parseImageConfig(configBytes, `${imgref}: config ${configDigest}`);
     const comps = checkImageLayers(manifest, config, `${imgref}@${manifestDigest}`);
+    tick("config");
 
     const stats: PullResult["stats"] = {
       objectsCopied: 0,
@@ -870,6 +885,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
     await Promise.all(Array.from({ length: n }, worker));
     if (failed !== null) throw failed;
     stats.bytesDownloaded = bytesDownloaded;
+    tick("layers");
 
     const layers = config.diffIds.map((d) => ({ diffId: d, streamId: layerIds.get(d)! }));
     const { refs, manifestStream } = await ensureImages(
@@ -877,6 +893,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
       { manifestDigest, manifestBytes, configDigest, configBytes, config, layers, existingConfigRefs },
       { bootable: opts.bootable ?? false },
     );
+    tick("images and streams");
     repo.tag(tag, manifestDigest);
     const imageIds = idsOf(repo, refs);
     const result: PullResult = {

@@ -5,7 +5,7 @@
 // with the image mounted from the repository (test/helpers/mount-compare.ts:
 // file-backed EROFS + overlay over objects/, in a private mount namespace).
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, lstatSync, readdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 
@@ -44,6 +44,18 @@ export function cfsboot(args: string[], opts: { env?: Record<string, string>; ki
       resolve({ status, signal, stdout, stderr });
     });
   });
+}
+
+/** `cfsboot ARGS…` as a child process the caller may kill; `done` resolves when it exits. */
+export function cfsbootProcess(args: string[], opts: { env?: Record<string, string> } = {}): ChildProcess & { done: Promise<CliRun> } {
+  const env: Record<string, string> = { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: process.env.HOME ?? "/root", ...opts.env };
+  const child = spawn(cfsbootExe, args, { env, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<CliRun>((resolve) => child.on("close", (status, signal) => resolve({ status, signal, stdout, stderr })));
+  return Object.assign(child, { done });
 }
 
 /** Parse cfsctl-style pull output into its fields. */
