@@ -136,15 +136,16 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
   if (bootloader === "none") throw new CfsError("--bootloader none", "Bootloader was None: composefs deployments need a boot loader");
   if (!isDirectory(o.target)) throw new CfsError(o.target, "target is not a directory");
   const host = new Host({ ...(o.esp !== undefined ? { esp: o.esp } : {}), ...(o.bootDir !== undefined ? { "boot-dir": o.bootDir } : {}) }, { target: o.target });
+  // Checks that need neither a download nor a write.
+  if (bootloader === "systemd") void host.esp; // missing ESP → error now
+  const installed = (): boolean => listStateDirs(host).length > 0 || scanBlsDir(bootloader === "grub" ? `${host.bootDir}/loader/entries` : `${host.esp}/loader/entries`).entries.length > 0;
+  if (installed()) throw new CfsError(o.target, "already holds a composefs installation (state/deploy or boot entries exist)");
+  const insecure = o.insecure ?? false;
+  if (!insecure && !filesystemHasVerity(o.target)) {
+    throw new CfsError(o.target, "Specified filesystem does not support fs-verity (use --composefs-insecure to install without it)");
+  }
   return withLock(host, async () => {
-    if (bootloader === "systemd") void host.esp; // missing ESP → error now, before any download
-    if (listStateDirs(host).length > 0 || scanBlsDir(bootloader === "grub" ? `${host.bootDir}/loader/entries` : `${host.esp}/loader/entries`).entries.length > 0) {
-      throw new CfsError(o.target, "already holds a composefs installation (state/deploy or boot entries exist)");
-    }
-    const insecure = o.insecure ?? false;
-    if (!insecure && !filesystemHasVerity(o.target)) {
-      throw new CfsError(o.target, "Specified filesystem does not support fs-verity (use --composefs-insecure to install without it)");
-    }
+    if (installed()) throw new CfsError(o.target, "already holds a composefs installation (state/deploy or boot entries exist)");
     const source = o.source ?? {};
     log(`Fetching ${o.sourceImgref}`);
     const remote = await fetchRemote(o.sourceImgref, null, source);

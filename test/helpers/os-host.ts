@@ -166,3 +166,31 @@ export function entryFiles(dir: string): string[] {
     return [];
   }
 }
+
+/** HOME for cfsboot runs that trusts the test registry's CA (containers certs.d under $HOME). */
+export function registryHome(home: string, certsD: string): Record<string, string> {
+  const dst = join(home, ".config/containers/certs.d");
+  mkdirSync(dst, { recursive: true });
+  spawnSync("cp", ["-a", `${certsD}/.`, dst]);
+  return { HOME: home };
+}
+
+/**
+ * What finalize does to the boot entries (the /etc merge aside): the staged
+ * set replaces the live one and the marker goes. Then "boot" the new default.
+ */
+export function finalizeByHand(h: HostDir, loaderRoot: string): void {
+  const live = join(loaderRoot, "loader/entries");
+  const staged = join(loaderRoot, "loader/entries.staged");
+  spawnSync("rm", ["-rf", live]);
+  spawnSync("mv", [staged, live]);
+  spawnSync("rm", ["-rf", join(h.root, "run")]);
+}
+
+/** systemd-bless-boot good: drop the counter from an entry file name. Returns the new path. */
+export function bless(entryPath: string): string {
+  const m = /^(.*)\+[0-9]+(-[0-9]+)?\.conf$/.exec(entryPath);
+  if (!m) return entryPath;
+  spawnSync("mv", [entryPath, `${m[1]}.conf`]);
+  return `${m[1]}.conf`;
+}
