@@ -14,4 +14,4 @@ export * from "./lib/initrd.ts";
 export * from "./lib/qemu.ts";
 export * from "./lib/report.ts";
 export * from "./lib/rootfs.ts";
-export { cacheDir, scratchDir } from "./lib/util.ts";
+export { cacheDir, projectDir, scratchDir, vmDir } from "./lib/util.ts";

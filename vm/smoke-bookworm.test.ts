@@ -1,7 +1,8 @@
 // Smoke test of the harness on a plain Debian 12 guest (kernel 6.1, systemd
 // 252: the old-kernel path). Two boots of one disk:
 //   1. OVMF → systemd-boot → BLS Type 1 entry with boot counting; the test
-//      unit is baked into the image (systemd 252 has no extra-unit credentials).
+//      unit is baked into the image (systemd 252 has no extra-unit credentials)
+//      and ends the boot with the fast power-off (sysrq remount-ro + off).
 //   2. Direct kernel boot (SeaBIOS, -kernel/-initrd/-append) with a 9p share,
 //      after the host rewrote the report script and read a file the first
 //      boot left, both through debugfs on the powered-off disk; the initrd is
@@ -13,7 +14,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { canRun, hasTool, isRoot } from "../test/helpers/env.ts";
 import {
   BAKED_SCRIPT_PATH, BOOKWORM, type GuestDisk, type GuestReport, type Rootfs, type VmRun,
-  OVMF_CODE, appendToInitrd, buildGuestDisk, ensureInitrd, ensureRootfs, espList, expectReport, ext4Read, ext4Write,
+  OVMF_CODE, appendToInitrd, buildGuestDisk, ensureInitrd, ensureRootfs, espList, expectReport, ext4Features, ext4Read, ext4Write,
   newRunDir, reportScript, runVm,
 } from "./harness.ts";
 
@@ -29,6 +30,7 @@ describe.skipIf(!ready)("bookworm guest: UEFI BLS boot, then direct kernel boot 
   let direct: VmRun;
   let r2: GuestReport;
   let leftByBoot1: string;
+  let featuresAfterBoot1: string[];
   const shared = `shared over 9p at ${new Date().toISOString()}\n`;
 
   beforeAll(async () => {
@@ -39,7 +41,8 @@ describe.skipIf(!ready)("bookworm guest: UEFI BLS boot, then direct kernel boot 
       rootfs, initrd, path: join(dir, "disk.img"),
       entry: { id: "cfs-old", tries: 3 },
       report: {
-        commands: [{ name: "leave_file", cmd: "mkdir -p /var/lib/cfsvm-test && uname -r > /var/lib/cfsvm-test/boot1 && sync" }],
+        commands: [{ name: "leave_file", cmd: "mkdir -p /var/lib/cfsvm-test && uname -r > /var/lib/cfsvm-test/boot1" }],
+        action: "poweroff-fast",
       },
     });
     uefi = await runVm({ name: "uefi", runDir: dir, disk });
@@ -47,6 +50,7 @@ describe.skipIf(!ready)("bookworm guest: UEFI BLS boot, then direct kernel boot 
 
     // between boots, on the powered-off disk: read what boot 1 wrote, replace the report script
     leftByBoot1 = ext4Read(disk, "/var/lib/cfsvm-test/boot1").toString();
+    featuresAfterBoot1 = ext4Features(disk);
     ext4Write(disk, BAKED_SCRIPT_PATH, reportScript({
       commands: [
         { name: "share", cmd: "modprobe 9pnet_virtio && mkdir -p /mnt/host && mount -t 9p -o trans=virtio,version=9p2000.L,ro host0 /mnt/host && cat /mnt/host/hello.txt" },
@@ -94,8 +98,14 @@ describe.skipIf(!ready)("bookworm guest: UEFI BLS boot, then direct kernel boot 
     expect(uefi.ended).toBe("poweroff");
   });
 
-  it("the host reads and writes the ext4 root of the powered-off disk", () => {
+  it("the fast power-off leaves a clean disk: the host reads what boot 1 wrote", () => {
+    expect(uefi.lines.some((l) => /cfsvm: root is ro, powering off/.test(l.line))).toBe(true);
+    expect(featuresAfterBoot1).toContain("verity");
+    expect(featuresAfterBoot1).not.toContain("needs_recovery");
     expect(leftByBoot1.trim()).toBe(rootfs.kver);
+  });
+
+  it("the host writes the ext4 root of the powered-off disk", () => {
     // boot 2 ran the script the host wrote: it has the share command, not leave_file
     expect(r2.has("hook.share")).toBe(true);
     expect(r2.has("hook.leave_file")).toBe(false);

@@ -1,16 +1,17 @@
 // Smoke test of the harness on a plain Debian 13 guest: UEFI (OVMF) →
 // systemd-boot → BLS Type 1 entry with boot counting → ext4 root (-O verity),
 // with the test unit injected through SMBIOS type 11 credentials (the path
-// sealed-UKI scenarios will use). One boot.
+// sealed-UKI scenarios will use), and an initrd that carries an extra dracut
+// module the way the cfsboot module will be added. One boot.
 
 import { spawnSync } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { canRun, hasTool, isRoot } from "../test/helpers/env.ts";
 import {
   type GuestDisk, type GuestReport, type Rootfs, type VmRun,
-  OVMF_CODE, TRIXIE, buildGuestDisk, ensureInitrd, ensureRootfs, espList, espRead, expectReport,
+  OVMF_CODE, TRIXIE, projectDir, buildGuestDisk, ensureInitrd, ensureRootfs, espList, espRead, expectReport,
   injectedReportCredentials, newRunDir, runVm,
 } from "./harness.ts";
 
@@ -23,10 +24,15 @@ describe.skipIf(!ready)("trixie guest: OVMF → systemd-boot → BLS Type 1 → 
   let run: VmRun;
   let report: GuestReport;
   let zeroDigest: string;
+  const probe = `${projectDir}/vm/fixtures/dracut-probe`;
 
   beforeAll(async () => {
     rootfs = await ensureRootfs(TRIXIE);
-    const initrd = await ensureInitrd(rootfs);
+    const initrd = await ensureInitrd(rootfs, {
+      extraModules: [{ name: "cfsvmprobe", dir: probe }],
+      add: ["cfsvmprobe"],
+      files: [{ from: `${probe}/payload.txt`, to: "/usr/lib/cfsvm-probe/payload", mode: 0o644 }],
+    });
     const dir = newRunDir("smoke-trixie");
     // the digest the guest kernel must report for a 1 MiB file of zeros, computed on the host
     writeFileSync(join(dir, "zero"), Buffer.alloc(1 << 20));
@@ -42,6 +48,7 @@ describe.skipIf(!ready)("trixie guest: OVMF → systemd-boot → BLS Type 1 → 
         commands: [
           { name: "make_verity", cmd: "head -c 1048576 /dev/zero > /var/tmp/zero && fsverity enable /var/tmp/zero" },
           { name: "credentials", cmd: "ls -1 /run/credentials/@system" },
+          { name: "dracut_probe", cmd: "cat /run/cfsvm-probe" },
           { name: "ext4_features", cmd: "cat /sys/fs/ext4/features/verity && findmnt -no SOURCE /" },
         ],
         verityFiles: ["/var/tmp/zero", "/etc/hostname"],
@@ -56,6 +63,11 @@ describe.skipIf(!ready)("trixie guest: OVMF → systemd-boot → BLS Type 1 → 
     expect(report.osRelease.VERSION_CODENAME).toBe("trixie");
     // the unit and its script came in as SMBIOS credentials, not from the image
     expect(report.hook("credentials").text.split("\n")).toContain("cfsvm.report");
+  });
+
+  it("the extra dracut module ran in the initrd, after sysroot.mount, with the file given to the builder", () => {
+    expect(report.hook("dracut_probe").rc).toBe(0);
+    expect(report.hook("dracut_probe").out.equals(readFileSync(`${probe}/payload.txt`))).toBe(true);
   });
 
   it("mounts the ext4 root named by the entry, read-write", () => {

@@ -317,3 +317,10 @@ export function splitDisk(disk: Disk, outDir: string): { esp: string; root: stri
   }
   return { esp, root };
 }
+
+/** The ext4 feature list (`needs_recovery` in it means the journal was not flushed: an unclean stop). */
+export function ext4Features(disk: Disk): string[] {
+  const out = debugfs(disk, ["features"]).toString();
+  const m = /Filesystem features:\s*(.*)/.exec(out);
+  return (m?.[1] ?? "").trim().split(/\s+/).filter(Boolean);
+}

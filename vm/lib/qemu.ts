@@ -25,7 +25,11 @@ export interface QemuOptions {
   disk?: { path: string; format?: "raw" | "qcow2" };
   /** uefi (OVMF; default) or bios (SeaBIOS: only with `direct`). */
   firmware?: "uefi" | "bios";
-  /** Per-VM OVMF VARS file; copied from the template when missing. Default `<runDir>/<name>.vars.fd`. */
+  /**
+   * Per-VM OVMF VARS file; copied from the template when missing. Default
+   * `<runDir>/vars.fd`: one VM per run directory, so later boots see the EFI
+   * variables (LoaderEntryOneShot, boot options) the earlier ones left.
+   */
   vars?: string;
   /** Direct kernel boot (-kernel/-initrd/-append): no sd-boot, no boot counting. */
   direct?: { kernel: string; initrd?: string; append: string };
@@ -188,7 +192,7 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
   const reportLog = join(o.runDir, `${o.name}.report.log`);
   let vars: string | undefined;
   if ((o.firmware ?? "uefi") === "uefi") {
-    vars = o.vars ?? join(o.runDir, `${o.name}.vars.fd`);
+    vars = o.vars ?? join(o.runDir, "vars.fd");
     if (!existsSync(vars)) copyFileSync(OVMF_VARS_TEMPLATE, vars);
   }
   writeFileSync(reportLog, "");
