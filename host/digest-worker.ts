@@ -11,7 +11,7 @@
 // CfsErrors naming the file.
 
 import { closeSync, fstatSync, openSync, readSync, constants as C } from "node:fs";
-import { DIGEST_SIZE, FsVerityHasher, hashLeaves, type HashAlg } from "../shared/fsverity.ts";
+import { DIGEST_SIZE, FsVerityHasher, fsverityDigest, hashLeaves, type HashAlg } from "../shared/fsverity.ts";
 import type { BatchItem, BatchResult, WorkerReply, WorkerRequest } from "./digest.ts";
 
 declare const self: Worker;
@@ -38,6 +38,7 @@ function readRange(fd: number, offset: number, length: number): Uint8Array {
 }
 
 function whole(fd: number, size: number, alg: HashAlg): Uint8Array {
+  if (size <= 1 << 20) return fsverityDigest(readRange(fd, 0, size), alg);
   const h = new FsVerityHasher(alg);
   const step = 1 << 20;
   for (let off = 0; off < size; off += step) h.update(readRange(fd, off, Math.min(step, size - off)));

@@ -25,7 +25,7 @@ import { closeSync, fstatSync, openSync, readSync, constants as C } from "node:f
 import { availableParallelism } from "node:os";
 import { toHex } from "../shared/bytes.ts";
 import { CfsError } from "../shared/errors.ts";
-import { BLOCK_SIZE, FsVerityHasher, MerkleBuilder, isHashAlg, type HashAlg } from "../shared/fsverity.ts";
+import { BLOCK_SIZE, FsVerityHasher, MerkleBuilder, fsverityDigest, isHashAlg, type HashAlg } from "../shared/fsverity.ts";
 
 export interface FileDigest {
   digest: Uint8Array;
@@ -65,6 +65,8 @@ export const CHUNK = 4 * 1024 * 1024;
 const DEPTH = 2;
 /** Unconsumed chunk results a split file may have outstanding (bounds memory). */
 const WINDOW_PER_WORKER = 4;
+/** digestPaths: digest on the calling thread for this long before starting workers. */
+const SEQUENTIAL_MS = 30;
 /** Files per batch request at most (fewer when fewer are waiting). */
 const BATCH_MAX = 64;
 
@@ -136,12 +138,8 @@ let readBuf: Uint8Array | undefined;
 export function digestFdSync(fd: number, size: number, alg: HashAlg): Uint8Array {
   checkAlg(alg);
   const buf = (readBuf ??= new Uint8Array(1 << 20));
-  const h = new FsVerityHasher(alg);
-  let off = 0;
-  while (off < size) {
-    const want = Math.min(buf.byteLength, size - off);
-    let got = 0;
-    while (got < want) {
+  const fill = (off: number, want: number) => {
+    for (let got = 0; got < want; ) {
       const n = readSync(fd, buf, got, want - got, off + got);
       if (n === 0) {
         const e = new Error("short read") as NodeJS.ErrnoException;
@@ -150,9 +148,11 @@ export function digestFdSync(fd: number, size: number, alg: HashAlg): Uint8Array
       }
       got += n;
     }
-    h.update(buf.subarray(0, want));
-    off += want;
-  }
+    return buf.subarray(0, want);
+  };
+  if (size <= buf.byteLength) return fsverityDigest(fill(0, size), alg);
+  const h = new FsVerityHasher(alg);
+  for (let off = 0; off < size; off += buf.byteLength) h.update(fill(off, Math.min(buf.byteLength, size - off)));
   return h.digest();
 }
 
@@ -563,18 +563,39 @@ export async function digestPaths(
   paths: readonly string[],
   alg: HashAlg,
   each: (path: string, d: FileDigest) => void,
+  opts: { sequentialMs?: number } = {},
 ): Promise<void> {
-  if (paths.length === 1) {
-    each(paths[0]!, await digestFile(paths[0]!, alg));
-    return;
-  }
-  const pool = new DigestPool();
+  checkAlg(alg);
+  const sequentialMs = opts.sequentialMs ?? SEQUENTIAL_MS;
+  let pool: DigestPool | undefined;
   try {
-    const pending = paths.map((p) => pool.digestFile(p, alg));
+    // Start on this thread: for a few small files, starting workers costs
+    // more than it saves. Hand the rest to the pool once SEQUENTIAL_MS have
+    // passed. A large file is split across the pool's workers either way.
+    const t0 = performance.now();
+    let i = 0;
+    for (; i < paths.length && performance.now() - t0 < sequentialMs; i++) {
+      const path = paths[i]!;
+      const { fd, size } = openRegular(path);
+      try {
+        if (size < PARALLEL_MIN || availableParallelism() < 2) {
+          each(path, { digest: digestFdSync(fd, size, alg), size: BigInt(size) });
+        } else {
+          each(path, await (pool ??= new DigestPool()).digestFd(fd, alg, size, path));
+        }
+      } catch (e) {
+        throw fsError(path, e);
+      } finally {
+        closeSync(fd);
+      }
+    }
+    if (i === paths.length) return;
+    pool ??= new DigestPool();
+    const pending = paths.slice(i).map((p) => pool!.digestFile(p, alg));
     for (const p of pending) p.catch(() => {}); // consumed below, in order
-    for (let i = 0; i < paths.length; i++) each(paths[i]!, await pending[i]!);
+    for (let k = 0; k < pending.length; k++) each(paths[i + k]!, await pending[k]!);
   } finally {
-    await pool.close();
+    await pool?.close();
   }
 }
 

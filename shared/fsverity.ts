@@ -71,6 +71,9 @@ function hashInto(alg: HashAlg, input: Uint8Array, out: Uint8Array, outOffset: n
   Bun.CryptoHasher.hash(alg, input, out.subarray(outOffset, outOffset + ds));
 }
 
+/** Zero-padded copy of a last partial block (hashLeaves is synchronous: one suffices). */
+const lastBlock = new Uint8Array(BLOCK_SIZE);
+
 /** Number of leaf blocks (= leaf hashes) of a file of `size` bytes. */
 export function leafCount(size: number | bigint): number {
   if (typeof size === "number") return Math.ceil(size / BLOCK_SIZE);
@@ -93,29 +96,40 @@ export function hashLeaves(alg: HashAlg, data: Uint8Array, out?: Uint8Array): Ui
     hashInto(alg, data.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE), res, i * ds);
   }
   if (rest > 0) {
-    const last = new Uint8Array(BLOCK_SIZE);
+    const last = lastBlock;
     last.set(data.subarray(full * BLOCK_SIZE));
+    last.fill(0, rest);
     hashInto(alg, last, res, full * ds);
   }
   return res;
 }
 
 /** The 256-byte `struct fsverity_descriptor` for a file (no salt, 4 KiB blocks). */
-export function descriptor(alg: HashAlg, size: number | bigint, rootHash: Uint8Array): Uint8Array {
-  const d = new Uint8Array(256);
+export function descriptor(alg: HashAlg, size: number | bigint, rootHash: Uint8Array, into?: Uint8Array): Uint8Array {
+  const d = into ?? new Uint8Array(256);
+  if (into) d.fill(0);
   d[0] = 1; // version
   d[1] = ALG_ID[alg];
   d[2] = LOG_BLOCK_SIZE;
   d[3] = 0; // salt_size
-  new DataView(d.buffer).setBigUint64(8, BigInt(size), true);
+  const dv = new DataView(d.buffer, d.byteOffset, 256);
+  if (typeof size === "number") {
+    dv.setUint32(8, size % 2 ** 32, true);
+    dv.setUint32(12, Math.floor(size / 2 ** 32), true);
+  } else {
+    dv.setBigUint64(8, size, true);
+  }
   d.set(rootHash.subarray(0, DIGEST_SIZE[alg]), 16);
   return d;
 }
 
+/** Reused by digestFromRoot (never escapes; hashing is synchronous). */
+const descScratch = new Uint8Array(256);
+
 /** digest = H(descriptor). */
 export function digestFromRoot(alg: HashAlg, size: number | bigint, rootHash: Uint8Array): Uint8Array {
   const out = new Uint8Array(DIGEST_SIZE[alg]);
-  hashInto(alg, descriptor(alg, size, rootHash), out, 0);
+  hashInto(alg, descriptor(alg, size, rootHash, descScratch), out, 0);
   return out;
 }
 
@@ -283,11 +297,31 @@ export class FsVerityHasher {
   }
 }
 
-/** fs-verity digest of a whole buffer. */
+/** One tree block, reused by the small-file path of fsverityDigest. */
+const smallBlock = new Uint8Array(BLOCK_SIZE);
+
+/**
+ * fs-verity digest of a whole buffer. Files whose leaf hashes fit in one tree
+ * block (≤ 512 KiB for sha256, ≤ 256 KiB for sha512: most files of an OS
+ * image) take a path without per-level buffers.
+ */
 export function fsverityDigest(data: Uint8Array, alg: HashAlg): Uint8Array {
-  const h = new FsVerityHasher(alg);
-  h.update(data);
-  return h.digest();
+  if (!isHashAlg(alg)) throw new CfsError(String(alg), "unknown hash algorithm (expected sha256 or sha512)");
+  const ds = DIGEST_SIZE[alg];
+  const size = data.byteLength;
+  const n = Math.ceil(size / BLOCK_SIZE);
+  if (n > BLOCK_SIZE / ds) {
+    const h = new FsVerityHasher(alg);
+    h.update(data);
+    return h.digest();
+  }
+  const leaves = hashLeaves(alg, data, leafScratch);
+  if (n <= 1) return digestFromRoot(alg, size, n === 0 ? new Uint8Array(ds) : leaves);
+  smallBlock.set(leaves);
+  smallBlock.fill(0, leaves.byteLength);
+  const root = new Uint8Array(ds);
+  hashInto(alg, smallBlock, root, 0);
+  return digestFromRoot(alg, size, root);
 }
 
 /** Digest of the empty file (all-zero root). */

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { toHex } from "../../shared/bytes.ts";
 import { CfsError } from "../../shared/errors.ts";
 import { BLOCK_SIZE, type HashAlg } from "../../shared/fsverity.ts";
-import { DigestPool, digestFile, digestFileSync } from "../../host/digest.ts";
+import { DigestPool, digestFile, digestFileSync, digestPaths } from "../../host/digest.ts";
 import { vectorsDir } from "../helpers/env.ts";
 
 const ALGS: HashAlg[] = ["sha256", "sha512"];
@@ -164,6 +164,24 @@ describe("pool", () => {
     } finally {
       closeSync(fd);
       await pool.close();
+    }
+  });
+
+  test("digestPaths: results in order, stops at the first failure (sequential and pool phases)", async () => {
+    const paths: string[] = [];
+    for (let i = 0; i < 60; i++) {
+      const p = join(dir, `dp${i}`);
+      writeFileSync(p, ruleA(i * 1000).map((b) => b ^ i));
+      paths.push(p);
+    }
+    for (const sequentialMs of [0, 1e9]) {
+      const seen: string[] = [];
+      await digestPaths(paths, "sha256", (p, d) => seen.push(`${p} ${toHex(d.digest)}`), { sequentialMs });
+      expect(seen).toEqual(paths.map((p) => `${p} ${toHex(digestFileSync(p, "sha256").digest)}`));
+      const bad = [...paths.slice(0, 30), join(dir, "nope"), ...paths.slice(30)];
+      const got: string[] = [];
+      await expect(digestPaths(bad, "sha512", (p) => got.push(p), { sequentialMs })).rejects.toThrow(`${join(dir, "nope")}: no such file or directory`);
+      expect(got).toEqual(paths.slice(0, 30));
     }
   });
 
