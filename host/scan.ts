@@ -518,12 +518,15 @@ export function fillDigestStore(scan: ScanResult, storeDir: string, opts: StoreO
         subdirs.set(xx, dirfd);
       }
       const objPath = `${storeDir}/${xx}/${rest}`;
+      let present: unknown;
       try {
-        lstatSync(objPath);
+        present = lstatSync(objPath, { throwIfNoEntry: false });
+      } catch (e) {
+        throw nodeError(objPath, "lstat", e);
+      }
+      if (present !== undefined) {
         result.present++;
         continue;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw nodeError(objPath, "lstat", e);
       }
       const verity = writeObject(f, dirfd, rest, objPath, tryVerity, opts.algorithm ?? "sha256", c.digest, methods);
       if (verity === false) tryVerity = false;
