@@ -13,7 +13,8 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 import { toHex } from "../../shared/bytes.ts";
 import { fsverityDigest } from "../../shared/fsverity.ts";
 import { formatRepoMeta, newRepoMeta } from "../../shared/repometa.ts";
-import { canRun, cfsbootExe, hasTool, isRoot, projectRoot } from "../helpers/env.ts";
+import { agentExecutable } from "../helpers/agent-exe.ts";
+import { canRun, hasTool, isRoot, projectRoot } from "../helpers/env.ts";
 import type { RunReport, RunSpec } from "../helpers/setup-root-run.ts";
 import { type Sysroot, addState, buildSysrootWithMkcomposefs, buildSysrootWithRepo, copySysroot, kargFor, makeSourceTree, objectOf } from "../helpers/sysroot.ts";
 
@@ -29,27 +30,6 @@ let s512: Sysroot;
 let s256: Sysroot;
 /** sha256 repository by host/repo.ts generating V1 and V2 images. */
 let sDual: Sysroot;
-
-/**
- * The agent under test: dist/cfsboot when it is newer than the sources it
- * bundles, otherwise a private build with the same flags (so a stale dist/
- * never hides a change).
- */
-function agentExe(): string[] {
-  const newest = (dir: string): number =>
-    Math.max(
-      0,
-      ...readdirSync(join(projectRoot, dir), { recursive: true, encoding: "utf8" })
-        .filter((f) => f.endsWith(".ts"))
-        .map((f) => statSync(join(projectRoot, dir, f)).mtimeMs),
-    );
-  const src = Math.max(newest("initramfs"), newest("shared"), statSync(join(projectRoot, "host/main.ts")).mtimeMs);
-  if (existsSync(cfsbootExe) && statSync(cfsbootExe).mtimeMs > src) return [cfsbootExe];
-  const out = join(work, "cfsboot");
-  const r = spawnSync(process.execPath, ["build", "--compile", "--minify", "host/main.ts", "--outfile", out], { cwd: projectRoot, encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`bun build failed: ${r.stderr}`);
-  return [out];
-}
 
 let counter = 0;
 /** A fresh copy of a fixture plus its own root and tmp directories. */
@@ -135,7 +115,7 @@ function expectMounted(rep: RunReport): void {
 beforeAll(async () => {
   if (!ok) return;
   work = mkdtempSync("/var/tmp/cfsboot-setup-root-test-");
-  agent = agentExe();
+  agent = [agentExecutable(work)];
   source = join(work, "source");
   makeSourceTree(source);
   s512 = await buildSysrootWithRepo(join(work, "s512"), source, { alg: "sha512" });
