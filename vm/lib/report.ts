@@ -14,7 +14,7 @@
 //
 //   CFSVM-REPORT-BEGIN v=2 items=N
 //   <base64 of a ustar archive, 76 columns>
-//   CFSVM-REPORT-END items=N
+//   CFSVM-REPORT-END items=N sha256=<hex of the archive>
 //
 // Why not JSON written in the guest: minbase has neither jq nor python, and
 // under TCG every fork costs 0.1–0.5 s; this way an item costs one subshell
@@ -26,13 +26,15 @@
 // toJSON() is the JSON report); decoding (efivars, findmnt JSON) happens
 // here, not in the guest.
 
+import { createHash } from "node:crypto";
+
 /** Vendor GUID of systemd-boot's loader variables. */
 export const LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 
 export interface ReportCommand {
   /** Name in the report ([A-Za-z0-9_.-]+). */
   name: string;
-  /** Shell command, run with `bash -c` as root; stdout/stderr and the exit status are reported. */
+  /** Shell command, evaluated by bash in a subshell as root (`set +u`); stdout, stderr, exit status and time are reported. */
   cmd: string;
 }
 
@@ -116,15 +118,21 @@ set -u
 ro=rw
 shopt -s nullglob
 exec </dev/null
-R=/run/cfsvm
+R=\${CFSVM_REPORT_DIR:-/run/cfsvm}
 D=$R/items
 rm -rf "$D"
 mkdir -p "$D/efivars"
-kmsg() { echo "cfsvm: $*" > /dev/kmsg 2>/dev/null || true; }
-out=/dev/ttyS1
-if ! { [ -c "$out" ] && stty -F "$out" raw -echo 2>/dev/null; }; then out=/dev/console; fi
+kmsg() { [ -n "\${CFSVM_REPORT_DRY:-}" ] || echo "cfsvm: $*" > /dev/kmsg 2>/dev/null || true; }
+# CFSVM_REPORT_OUT=file (with CFSVM_REPORT_DIR and CFSVM_REPORT_DRY=1) runs the script
+# outside a test VM, e.g. to check the protocol on the host: no waiting, no power-off.
+out=\${CFSVM_REPORT_OUT:-/dev/ttyS1}
+if [ -z "\${CFSVM_REPORT_OUT:-}" ] && ! { [ -c "$out" ] && stty -F "$out" raw -echo 2>/dev/null; }; then out=/dev/console; fi
 kmsg "report unit started"
-timeout ${opts.waitSeconds ?? 600} systemctl is-system-running --wait > "$D/system_state.out" 2> "$D/system_state.err"
+if [ -n "\${CFSVM_REPORT_DRY:-}" ]; then
+  echo dry-run > "$D/system_state.out"; : > "$D/system_state.err"; true
+else
+  timeout ${opts.waitSeconds ?? 600} systemctl is-system-running --wait > "$D/system_state.out" 2> "$D/system_state.err"
+fi
 echo "$? 0" > "$D/system_state.rc"
 kmsg "boot finished: $(< "$D/system_state.out")"
 n=1
@@ -144,13 +152,16 @@ item() { # NAME COMMAND: evaluated in this shell (trusted, standard commands)
 }
 hookitem() { # NAME COMMAND: scenario commands, in a subshell
   local t0=\${EPOCHREALTIME/./} rc=0
-  ( eval "$2" ) > "$D/$1.out" 2> "$D/$1.err" < /dev/null || rc=$?
+  ( set +u; eval "$2" ) > "$D/$1.out" 2> "$D/$1.err" < /dev/null || rc=$?
   done_item "$1" "$rc" "$t0"
 }
 ${verity.length ? `printf '%s\\n' ${verity.map(shq).join(" ")} > "$D/verity.files"
 ` : ""}${items}
-{ echo "CFSVM-REPORT-BEGIN v=2 items=$n"; tar --format=ustar -C "$D" -cf - . | base64 -w 76; echo "CFSVM-REPORT-END items=$n"; } > "$out"
+tar --format=ustar -C "$D" -cf "$R/report.tar" .
+sum=$(sha256sum < "$R/report.tar")
+{ echo "CFSVM-REPORT-BEGIN v=2 items=$n"; base64 -w 76 < "$R/report.tar"; echo "CFSVM-REPORT-END items=$n sha256=\${sum%% *}"; } > "$out"
 sync
+[ -n "\${CFSVM_REPORT_DRY:-}" ] && exit 0
 action=$(cat "$R/action" 2>/dev/null || echo ${opts.action ?? "poweroff"})
 kmsg "report written ($n items), $action"
 if [ "$action" = poweroff-fast ]; then
@@ -392,7 +403,8 @@ export function parseReport(channel: string): GuestReport {
   const lines = channel.replace(/\r/g, "").split("\n");
   let begin = -1;
   for (let i = lines.length - 1; i >= 0; i--) {
-    if (lines[i]?.startsWith("CFSVM-REPORT-BEGIN")) {
+    // firmware output without a final newline may precede the marker on its line
+    if (lines[i]?.includes("CFSVM-REPORT-BEGIN")) {
       begin = i;
       break;
     }
@@ -400,8 +412,13 @@ export function parseReport(channel: string): GuestReport {
   if (begin < 0) throw new ReportError("no CFSVM-REPORT-BEGIN on the report channel (the test unit did not run or did not finish)");
   const endAt = lines.findIndex((l, i) => i > begin && l.startsWith("CFSVM-REPORT-END"));
   if (endAt < 0) throw new ReportError(`report has no CFSVM-REPORT-END (${lines.length - begin - 1} lines received)`);
-  const count = Number(/items=(\d+)/.exec(lines[endAt] ?? "")?.[1]);
-  const files = untar(Buffer.from(lines.slice(begin + 1, endAt).join(""), "base64"));
+  const count = Number(/CFSVM-REPORT-END items=(\d+)/.exec(lines[endAt] ?? "")?.[1]);
+  const tar = Buffer.from(lines.slice(begin + 1, endAt).join(""), "base64");
+  const sum = /sha256=([0-9a-f]{64})/.exec(lines[endAt] ?? "")?.[1];
+  if (sum && createHash("sha256").update(tar).digest("hex") !== sum) {
+    throw new ReportError(`report damaged in transit: sha256 of the ${tar.length} bytes received does not match the guest's`);
+  }
+  const files = untar(tar);
   const items: ReportItem[] = [];
   for (const [f, data] of files) {
     if (!f.endsWith(".rc")) continue;
