@@ -24,7 +24,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
 
 import { CfsError } from "../shared/errors.ts";
-import { DLL_NX_COMPAT, patchPeHeader, peNxCompat, planAppendedSections, readPeHeader, readPeSections, ukiCmdline } from "../shared/pe.ts";
+import { DLL_NX_COMPAT, mergeSbat, patchPeHeader, replaceSectionData, peNxCompat, peSection, planAppendedSections, readPeHeader, readPeSections, ukiCmdline } from "../shared/pe.ts";
 import { fsyncPath } from "../shared/sys.ts";
 import { findProgram, runTool } from "./tools.ts";
 
@@ -143,13 +143,14 @@ export async function buildUki(parts: UkiParts, opts: BuildUkiOptions): Promise<
   if (builder === "objcopy" && (opts.ukifyArgs ?? []).length > 0) {
     throw new CfsError(`ukify arguments ${JSON.stringify((opts.ukifyArgs ?? []).join(" "))}`, "ukify is not installed, and the objcopy builder takes no ukify arguments (install systemd-ukify)");
   }
+  if (opts.stub !== undefined && !isFile(opts.stub)) throw new CfsError(opts.stub, "the systemd stub does not exist (or is not a file)");
   const tmp = tempNextTo(output);
   const work = mkdtempSync(join(process.env.CFSBOOT_TMPDIR ?? tmpdir(), "cfsboot-uki-"));
   try {
     let stub: string | null;
     if (builder === "ukify") {
       stub = opts.stub ?? null;
-      await runUkify(ukify!, parts, { ...opts, output: tmp }, work);
+      await runUkify(ukify!, parts, { ...opts, output: tmp, finalOutput: output }, work);
     } else {
       stub = opts.stub ?? findStub(opts.rootfs);
       if (stub === null) {
@@ -196,6 +197,16 @@ async function runObjcopy(stub: string, parts: UkiParts, output: string, work: s
   if (initrd !== null) sections.push({ name: ".initrd", file: initrd, code: false });
   const plan = planAppendedSections(stubBytes, sections.map((s) => ({ name: s.name, size: statSync(s.file).size })), stub);
   const args: string[] = [];
+  // .sbat: the stub's, the kernel's and the UKI's entries (ukify), in place of the stub's own.
+  let merged: Uint8Array | null = null;
+  const stubSbat = peSection(stubBytes, ".sbat", stub);
+  if (stubSbat !== null) {
+    let kernelSbat: Uint8Array | null = null;
+    try {
+      kernelSbat = peSection(new Uint8Array(readFileSync(parts.linux)), ".sbat", parts.linux);
+    } catch {}
+    merged = mergeSbat([stubSbat, kernelSbat]);
+  }
   sections.forEach((s, i) => {
     args.push(
       "--add-section", `${s.name}=${s.file}`,
@@ -207,7 +218,12 @@ async function runObjcopy(stub: string, parts: UkiParts, output: string, work: s
   // What ukify does after adding sections; the stub's time stamp keeps the output reproducible.
   const nx = peNxCompat(new Uint8Array(readFileSync(parts.linux)));
   const built = new Uint8Array(readFileSync(output));
-  const patched = patchPeHeader(built, { timeDateStamp: header.timeDateStamp, ...(nx === false ? { clearDllCharacteristics: DLL_NX_COMPAT } : {}) }, output);
+  let patched = patchPeHeader(built, { timeDateStamp: header.timeDateStamp, ...(nx === false ? { clearDllCharacteristics: DLL_NX_COMPAT } : {}) }, output);
+  if (merged !== null) {
+    const withSbat = replaceSectionData(patched, ".sbat", merged, output);
+    if (withSbat === null) process.stderr.write(`cfsboot: warning: ${stub}: the merged .sbat does not fit in the stub's; keeping the stub's\n`);
+    else patched = withSbat;
+  }
   const placed = readPeSections(patched, output);
   for (const p of plan) {
     const s = placed.find((x) => x.name === p.name);
@@ -236,7 +252,7 @@ export function splitUkifyOutput(args: readonly string[]): { output: string | nu
   return { output, rest };
 }
 
-async function runUkify(ukify: string, parts: UkiParts, opts: BuildUkiOptions, work: string): Promise<void> {
+async function runUkify(ukify: string, parts: UkiParts, opts: BuildUkiOptions & { finalOutput?: string }, work: string): Promise<void> {
   const args = ["build", `--linux=${resolve(parts.linux)}`];
   for (const i of parts.initrds) args.push(`--initrd=${resolve(i)}`);
   const cmdline = join(work, "cmdline");
@@ -251,5 +267,9 @@ async function runUkify(ukify: string, parts: UkiParts, opts: BuildUkiOptions, w
   if (opts.stub !== undefined) args.push(`--stub=${resolve(opts.stub)}`);
   const { rest } = splitUkifyOutput(opts.ukifyArgs ?? []);
   args.push(...rest, `--output=${opts.output}`);
-  await runTool(ukify, args, { input: "ukify build", cwd: opts.cwd, inheritStderr: true });
+  const r = await runTool(ukify, args, { input: "ukify build", cwd: opts.cwd });
+  // ukify names the file it wrote: that is the temporary one, renamed afterwards.
+  const final = opts.finalOutput ?? opts.output;
+  const text = r.stderr.split(opts.output).join(final);
+  if (text !== "") process.stderr.write(text);
 }

@@ -23,7 +23,7 @@ import * as sys from "../shared/sys.ts";
 import type { XattrFiltering } from "../shared/transform.ts";
 import { writeDumpfile } from "../shared/dumpfile.ts";
 import { writeFileAtomic } from "./atomic.ts";
-import { bootImageId, composefsKargFor, directoryBootTree, type ImageFormat } from "./composefs-digest.ts";
+import { bootImageId, composefsKargFor, directoryBootTree, isDirectory, refuseActiveRoot, type ImageFormat } from "./composefs-digest.ts";
 import { buildUki, splitUkifyOutput, type UkiBuilder } from "./uki-build.ts";
 
 /** Read a file of a root directory with symlinks resolved inside it (RESOLVE_IN_ROOT); null when absent. */
@@ -174,6 +174,8 @@ export async function buildSealedUki(opts: SealedUkiOptions): Promise<SealedUki>
   const format = opts.format ?? 1;
   const { output } = splitUkifyOutput(opts.ukifyArgs ?? []);
   if (output === null) throw new CfsError("ukify arguments", "no --output (pass it after --, e.g. `-- --output uki.efi`)");
+  refuseActiveRoot(rootfs);
+  if (!isDirectory(rootfs)) throw new CfsError(rootfs, "not a directory");
   const kernel = findRootfsKernel(rootfs, opts.kernelDir);
   const osRelease = readInRoot(rootfs, "usr/lib/os-release");
   if (osRelease === null) throw new CfsError(join(rootfs, "usr/lib/os-release"), "missing (the UKI's .osrel is made from it)");

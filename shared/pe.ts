@@ -251,3 +251,45 @@ export function peNxCompat(data: Uint8Array): boolean | null {
     return null;
   }
 }
+
+/** The SBAT line ukify adds for the UKI itself. */
+export const UKI_SBAT_LINE = "uki,1,UKI,uki,1,https://uapi-group.org/specifications/specs/unified_kernel_image/";
+const SBAT_HEADER = "sbat,1,SBAT Version,sbat,1,https://github.com/rhboot/shim/blob/main/SBAT.md";
+
+/**
+ * The merged `.sbat` of a UKI (what ukify writes): one `sbat,1,…` header,
+ * then the entries of each input section (stub, kernel; inputs without a
+ * valid header skipped), then the UKI's own entry; NUL-terminated.
+ */
+export function mergeSbat(sections: readonly (Uint8Array | null)[]): Uint8Array {
+  const lines: string[] = [];
+  for (const s of sections) {
+    if (s === null) continue;
+    let end = s.length;
+    while (end > 0 && s[end - 1] === 0) end--;
+    const text = new TextDecoder().decode(s.subarray(0, end));
+    const split = text.split(/\r?\n/);
+    if (split.length > 0 && split[split.length - 1] === "") split.pop();
+    if (split[0] === undefined || !split[0].startsWith("sbat,")) continue;
+    lines.push(...split.slice(1));
+  }
+  lines.push(UKI_SBAT_LINE);
+  return new TextEncoder().encode(`${SBAT_HEADER}\n${lines.join("\n")}\n\0`);
+}
+
+/**
+ * A copy of `image` with the data of section `name` replaced in place (as
+ * ukify does for .sbat): the new data must fit in the section's raw size;
+ * the rest of the raw area is zeroed and VirtualSize becomes the new length.
+ * Returns null when it does not fit.
+ */
+export function replaceSectionData(image: Uint8Array, name: string, data: Uint8Array, input = "PE file"): Uint8Array | null {
+  const s = readPeSections(image, input).find((x) => x.name === name);
+  if (s === undefined) throw new CfsError(input, `no '${name}' section`);
+  if (data.length > s.sizeOfRawData || s.pointerToRawData + s.sizeOfRawData > image.byteLength) return null;
+  const out = new Uint8Array(image);
+  out.fill(0, s.pointerToRawData, s.pointerToRawData + s.sizeOfRawData);
+  out.set(data, s.pointerToRawData);
+  new DataView(out.buffer, out.byteOffset, out.byteLength).setUint32(s.headerOffset + 8, data.length, true);
+  return out;
+}
