@@ -24,7 +24,6 @@ import { entryFileName, sortKeyFor } from "../shared/bls.ts";
 import { CfsError } from "../shared/errors.ts";
 import { addArg, applyKargsDiff, findParam, joinCmdline, kargsDiff, parseParam, splitCmdline } from "../shared/kargs.ts";
 import { writeFileAtomic } from "./atomic.ts";
-import { listStateDirs } from "./deployments.ts";
 import {
   BOOT_TRIES,
   type PreparedImage,
@@ -138,14 +137,17 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
   const host = new Host({ ...(o.esp !== undefined ? { esp: o.esp } : {}), ...(o.bootDir !== undefined ? { "boot-dir": o.bootDir } : {}) }, { target: o.target });
   // Checks that need neither a download nor a write.
   if (bootloader === "systemd") void host.esp; // missing ESP → error now
-  const installed = (): boolean => listStateDirs(host).length > 0 || scanBlsDir(bootloader === "grub" ? `${host.bootDir}/loader/entries` : `${host.esp}/loader/entries`).entries.length > 0;
-  if (installed()) throw new CfsError(o.target, "already holds a composefs installation (state/deploy or boot entries exist)");
+  // Boot entries make an installation; state left by an interrupted install does not.
+  const installed = (): boolean => scanBlsDir(bootloader === "grub" ? `${host.bootDir}/loader/entries` : `${host.esp}/loader/entries`).entries.length > 0;
+  if (installed()) throw new CfsError(o.target, "already holds a composefs installation (boot entries exist)");
+  const rootSpec = o.rootMountSpec ?? detectRootSpec(o.target);
+  installCmdline({ rootSpec, kargs: o.kargs ?? [], composefsKarg: "composefs=?" + "0".repeat(128), kargsD: [] }); // conflicting --karg → error now
   const insecure = o.insecure ?? false;
   if (!insecure && !filesystemHasVerity(o.target)) {
     throw new CfsError(o.target, "Specified filesystem does not support fs-verity (use --composefs-insecure to install without it)");
   }
   return withLock(host, async () => {
-    if (installed()) throw new CfsError(o.target, "already holds a composefs installation (state/deploy or boot entries exist)");
+    if (installed()) throw new CfsError(o.target, "already holds a composefs installation (boot entries exist)");
     const source = o.source ?? {};
     log(`Fetching ${o.sourceImgref}`);
     const remote = await fetchRemote(o.sourceImgref, null, source);
@@ -158,6 +160,7 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
       log(`Pulling ${o.sourceImgref}`);
       const p = await pullAndPrepare(repo, o.sourceImgref, remote, source);
       if (p.bootType === "uki" && (o.kargs ?? []).length > 0) throw new CfsError("--karg", "Cannot use externally specified kernel arguments with UKI");
+      const options = p.bootType === "uki" ? "" : joinCmdline(installCmdline({ rootSpec, kargs: o.kargs ?? [], composefsKarg: composefsKargFor(p, insecure), kargsD: p.kargsD }));
       host.recordBootloader(bootloader);
       const origin = originFor(p);
       log(`Deploying ${p.id}`);
@@ -165,13 +168,8 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
       seedVar(host, p);
       if (bootloader === "systemd") installSystemdBoot(host.esp, systemdBootBinary(p));
       let artifact = p.id;
-      let options = "";
       if (p.bootType === "uki") writeUkiFile(host, p.id, p.uki!.bytes);
-      else {
-        artifact = writeKernelDir(host, p.id, p.kernel!, false);
-        const rootSpec = o.rootMountSpec ?? detectRootSpec(o.target);
-        options = joinCmdline(installCmdline({ rootSpec, kargs: o.kargs ?? [], composefsKarg: composefsKargFor(p, insecure), kargsD: p.kargsD }));
-      }
+      else artifact = writeKernelDir(host, p.id, p.kernel!, false);
       const entry = makeEntry(host, p, artifact, options);
       const osid = osidOf(p);
       entry.sortKey = sortKeyFor(osid, "primary");

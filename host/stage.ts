@@ -175,7 +175,10 @@ export async function upgradeOrSwitch(host: Host, o: StageOptions): Promise<numb
     const bootedId = st.booted.id;
     if (st.bootedEntry === null) throw new CfsError(`deployment ${bootedId}`, "the booted deployment has no boot entry");
     const bootedOrigin = st.origins.get(bootedId)?.origin ?? null;
-    if (bootedOrigin === null) throw new CfsError(host.originPath(bootedId), st.origins.get(bootedId)?.error ?? "missing origin of the booted deployment");
+    if (bootedOrigin === null) {
+      const err = st.origins.get(bootedId)?.error ?? null;
+      throw err !== null ? new CfsError("", err) : new CfsError(host.originPath(bootedId), "missing origin of the booted deployment");
+    }
     const stagedId = st.slots.staged;
     const stagedOrigin = stagedId === null ? null : (st.origins.get(stagedId)?.origin ?? null);
 
