@@ -802,12 +802,13 @@ export interface LoopDevice {
 
 /**
  * Attach the open file `fileFd` to a free loop device (LOOP_CTL_GET_FREE +
- * LOOP_CONFIGURE), read-only and autoclear by default, 4096-byte blocks.
+ * LOOP_CONFIGURE), read-only and autoclear by default, 4096-byte blocks;
+ * `offset`/`sizeLimit` select a byte range of the file (a partition).
  * Retries when another process grabs the same free device.
  */
 export function loopAttach(
   fileFd: number,
-  opts: { readOnly?: boolean; autoclear?: boolean; directIo?: boolean; blockSize?: number } = {},
+  opts: { readOnly?: boolean; autoclear?: boolean; directIo?: boolean; blockSize?: number; offset?: number | bigint; sizeLimit?: number | bigint } = {},
 ): LoopDevice {
   const flags =
     (opts.readOnly ?? true ? LO_FLAGS_READ_ONLY : 0) |
@@ -824,6 +825,8 @@ export function loopAttach(
       const dv = new DataView(cfg.buffer);
       dv.setUint32(0, fileFd, true);
       dv.setUint32(4, opts.blockSize ?? 4096, true);
+      dv.setBigUint64(8 + 24, BigInt(opts.offset ?? 0), true); // info.lo_offset
+      dv.setBigUint64(8 + 32, BigInt(opts.sizeLimit ?? 0), true); // info.lo_sizelimit (0: to the end)
       dv.setUint32(8 + 52, flags, true); // info.lo_flags
       const r = Number(libc().ioctl(dev, BigInt(LOOP_CONFIGURE), cfg));
       if (r >= 0) return { path, fd: dev };
