@@ -3,7 +3,9 @@
 import type { CommandModule } from "yargs";
 
 import { toFilesystemCommand } from "./to-filesystem.ts";
+import { toDiskCommand } from "./to-disk.ts";
 
 export const installSubcommands: CommandModule[] = [
   toFilesystemCommand,
+  toDiskCommand,
 ];
