@@ -1,17 +1,17 @@
 // Disk images without loop devices or mounts (the host kernel has no vfat):
 // a GPT (sfdisk) with an ESP (mkfs.vfat --offset + mtools) and an ext4 root
-// (`mke2fs -E offset= -d dir`, 4 KiB blocks, `-O verity`), and helpers to read
+// (`mke2fs -E offset= -d dir`, 4 KiB blocks, `-O verity`) — written by
+// host/disk.ts, the product's disk writer — and helpers to read
 // and change files in both after a boot (mtools `img@@offset`, `debugfs
 // "img?offset=N"`). Never use these on a disk a running VM has open.
 
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { buildDiskImage, planLayout, readPartitions } from "../../host/disk.ts";
 import { makeScratch, rmrf, run } from "./util.ts";
 
 const MiB = 1024 * 1024;
-export const ESP_TYPE = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B";
-/** Discoverable Partitions Specification: root partition for x86-64. */
-export const ROOT_X86_64_TYPE = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
+export { ESP_TYPE, ROOT_X86_64_TYPE } from "../../host/disk.ts";
 
 export interface DiskIds {
   diskGuid: string;
@@ -63,67 +63,41 @@ export interface Disk {
 }
 
 /**
- * Build a GPT disk: 1 MiB gap, ESP (default 512 MiB: mtools fails on FAT32
- * under ~260 MiB, vm-bookworm.md pitfall 9), ext4 root (default 3 GiB),
- * 1 MiB for the backup GPT. Sparse: a few seconds and ~0.5–1 GB allocated.
+ * Build a GPT disk with the product's disk writer (host/disk.ts, the code
+ * `cfsboot install to-disk` uses): 1 MiB gap, ESP (default 512 MiB: mtools
+ * fails on FAT32 under ~260 MiB, vm-bookworm.md pitfall 9), ext4 root
+ * (default 3 GiB), 1 MiB for the backup GPT; then the listed ESP files.
+ * Sparse: a few seconds and ~0.5–1 GB allocated.
  */
 export function buildDisk(spec: DiskSpec): Disk {
   const ids: DiskIds = { ...DEFAULT_IDS, ...spec.ids };
-  const espMiB = spec.espSizeMiB ?? 512;
-  const rootMiB = spec.rootSizeMiB ?? 3072;
-  const disk: Disk = {
-    path: spec.path,
-    ids,
-    espOffset: MiB,
-    espSize: espMiB * MiB,
-    rootOffset: (1 + espMiB) * MiB,
-    rootSize: rootMiB * MiB,
-  };
+  const layout = planLayout({ espSize: (spec.espSizeMiB ?? 512) * MiB, rootSize: (spec.rootSizeMiB ?? 3072) * MiB });
+  const disk: Disk = { path: spec.path, ids, espOffset: layout.espOffset, espSize: layout.espSize, rootOffset: layout.rootOffset, rootSize: layout.rootSize };
   mkdirSync(dirname(spec.path), { recursive: true });
   rmrf(spec.path);
-  run(["truncate", "-s", String((2 + espMiB + rootMiB) * MiB), spec.path]);
-  const sectors = (b: number) => b / 512;
-  run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", spec.path], {
-    input: [
-      "label: gpt",
-      `label-id: ${ids.diskGuid}`,
-      `start=${sectors(disk.espOffset)}, size=${sectors(disk.espSize)}, type=${ESP_TYPE}, uuid=${ids.espPartUuid}, name="esp"`,
-      `start=${sectors(disk.rootOffset)}, size=${sectors(disk.rootSize)}, type=${ROOT_X86_64_TYPE}, uuid=${ids.rootPartUuid}, name="root"`,
-      "",
-    ].join("\n"),
+  buildDiskImage({
+    path: spec.path,
+    layout,
+    ids,
+    ...(spec.rootDir ? { rootDir: spec.rootDir } : {}),
+    rootLabel: spec.rootLabel ?? "root",
+    ext4Features: spec.ext4Features ?? ["verity"],
   });
-  run(["mkfs.vfat", "-F", "32", "-n", "ESP", "-i", ids.espVolumeId, `--offset=${sectors(disk.espOffset)}`, spec.path, String(disk.espSize / 1024)]);
   for (const f of spec.esp ?? []) espWrite(disk, f.path, f.data ?? readFileSync(f.from ?? ""));
-  const features = spec.ext4Features ?? ["verity"];
-  run([
-    "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096",
-    ...(features.length ? ["-O", features.join(",")] : []),
-    "-L", spec.rootLabel ?? "root", "-U", ids.rootFsUuid,
-    "-E", `offset=${disk.rootOffset},root_owner=0:0,nodiscard`,
-    ...(spec.rootDir ? ["-d", spec.rootDir] : []),
-    spec.path, `${rootMiB}M`,
-  ]);
   return disk;
 }
 
 /** Describe an existing GPT disk image (any layout with an ESP and a root partition). */
 export function openDisk(path: string): Disk {
-  const j = JSON.parse(run(["sfdisk", "-J", path]).stdout.toString()) as {
-    partitiontable: { id: string; sectorsize?: number; partitions: Array<{ start: number; size: number; type: string; uuid: string }> };
-  };
-  const pt = j.partitiontable;
-  const ss = pt.sectorsize ?? 512;
-  const esp = pt.partitions.find((p) => p.type.toUpperCase() === ESP_TYPE);
-  const root = pt.partitions.find((p) => p.type.toUpperCase() === ROOT_X86_64_TYPE) ?? pt.partitions.find((p) => p !== esp);
-  if (!esp || !root) throw new Error(`${path}: no ESP and root partition in the GPT`);
-  const fsUuid = run(["blkid", "-p", "-o", "value", "-s", "UUID", "-O", String(root.start * ss), path], { allowFail: true }).stdout.toString().trim();
+  const p = readPartitions(path);
+  const fsUuid = run(["blkid", "-p", "-o", "value", "-s", "UUID", "-O", String(p.root.offset), path], { allowFail: true }).stdout.toString().trim();
   return {
     path,
-    ids: { ...DEFAULT_IDS, diskGuid: pt.id.toLowerCase(), espPartUuid: esp.uuid.toLowerCase(), rootPartUuid: root.uuid.toLowerCase(), rootFsUuid: fsUuid || DEFAULT_IDS.rootFsUuid },
-    espOffset: esp.start * ss,
-    espSize: esp.size * ss,
-    rootOffset: root.start * ss,
-    rootSize: root.size * ss,
+    ids: { ...DEFAULT_IDS, diskGuid: p.diskGuid, espPartUuid: p.esp.partUuid, rootPartUuid: p.root.partUuid, rootFsUuid: fsUuid || DEFAULT_IDS.rootFsUuid },
+    espOffset: p.esp.offset,
+    espSize: p.esp.size,
+    rootOffset: p.root.offset,
+    rootSize: p.root.size,
   };
 }
 
