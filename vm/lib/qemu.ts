@@ -206,7 +206,6 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
   const now = () => Math.round(performance.now() - t0) / 1000;
   const child = spawn(argv[0] as string, argv.slice(1), { stdio: ["ignore", "pipe", "pipe"] });
   const lines: TimedLine[] = [];
-  let raw = "";
   let partial = "";
   let stderr = "";
   let killedFor: string | undefined;
@@ -243,7 +242,6 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
   writeFileSync(timedLog, "");
   child.stdout.on("data", (b: Buffer) => {
     const s = b.toString("latin1");
-    raw += s;
     writeFileSync(consoleLog, b, { flag: "a" });
     partial += s;
     let nl: number;
@@ -279,7 +277,6 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
   if (cpuSeconds !== undefined) run.cpuSeconds = cpuSeconds;
   if (killedFor !== undefined) run.killedFor = killedFor;
   if (code !== 0 && killedFor === undefined && stderr.trim()) run.killedFor = `qemu: ${stderr.trim().split("\n").slice(-3).join(" | ")}`;
-  void raw;
   note(`${o.name}: ${describeRun(run)}`);
   const record = { at: new Date().toISOString(), name: o.name, runDir: o.runDir, firmware: o.firmware ?? "uefi", direct: !!o.direct, ended, killedFor: run.killedFor, wall, cpu: cpuSeconds, load: run.load, phases: run.phases };
   writeFileSync(join(o.runDir, `${o.name}.timings.json`), JSON.stringify(record, null, 2) + "\n");
