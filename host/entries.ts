@@ -12,6 +12,7 @@
 // loader directory is never half written.
 
 import { readFileSync } from "node:fs";
+import { dirname } from "node:path";
 
 import {
   type BlsEntry,
@@ -189,7 +190,7 @@ export function writeEntrySet(dir: string, entries: readonly NamedEntry[], carry
     if (names.has(e.fileName)) throw new CfsError(e.fileName, "two boot entries with the same file name");
     names.add(e.fileName);
   }
-  mkdirp(`${dir}/..`, 0o755);
+  mkdirp(dirname(dir), 0o755);
   const tmp = tempSibling(dir);
   mkdirp(tmp, 0o755);
   try {
@@ -250,7 +251,7 @@ export function commitStaged(host: Host): void {
 
 /** Write GRUB's user.cfg (or user.cfg.staged) atomically. */
 export function writeGrubCfg(path: string, menus: readonly GrubMenuEntry[]): void {
-  mkdirp(`${path}/..`, 0o755);
+  mkdirp(dirname(path), 0o755);
   writeFileAtomic(path, formatGrubUserCfg(menus));
 }
 

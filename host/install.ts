@@ -20,7 +20,8 @@
 
 import { existsSync, readFileSync, symlinkSync } from "node:fs";
 
-import { entryFileName, sortKeyFor } from "../shared/bls.ts";
+import { entryFileName, formatEfiUuidCfg, grubMenuEntryForUki, sortKeyFor } from "../shared/bls.ts";
+import { bootLabel } from "../shared/osrelease.ts";
 import { CfsError } from "../shared/errors.ts";
 import { addArg, applyKargsDiff, findParam, joinCmdline, kargsDiff, parseParam, splitCmdline } from "../shared/kargs.ts";
 import { writeFileAtomic } from "./atomic.ts";
@@ -41,7 +42,7 @@ import {
   writeStateDir,
   writeUkiFile,
 } from "./deploy.ts";
-import { scanBlsDir, writeEntrySet } from "./entries.ts";
+import { scanBlsDir, scanGrubCfg, writeEntrySet, writeGrubCfg } from "./entries.ts";
 import { exists, isDirectory, mkdirp } from "./fsops.ts";
 import type { SourceOptions } from "./pull.ts";
 import { Repository } from "./repo.ts";
@@ -98,6 +99,17 @@ export function installSystemdBoot(esp: string, bin: { name: string; bytes: Uint
   if (!exists(`${esp}/loader/loader.conf`)) writeFileAtomic(`${esp}/loader/loader.conf`, "timeout 5");
 }
 
+/** The filesystem UUID of the ESP when it is a mount point (null for a plain directory). */
+function espUuid(esp: string): string | null {
+  try {
+    const r = Bun.spawnSync(["findmnt", "-n", "-o", "UUID", "--mountpoint", esp]);
+    const uuid = r.stdout.toString().trim();
+    return r.exitCode === 0 && uuid !== "" ? uuid : null;
+  } catch {
+    return null;
+  }
+}
+
 /** `UUID=<uuid>` of the filesystem mounted at `target`, or "" when it is not a mount point with a UUID. */
 function detectRootSpec(target: string): string {
   try {
@@ -138,7 +150,9 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
   // Checks that need neither a download nor a write.
   if (bootloader === "systemd") void host.esp; // missing ESP → error now
   // Boot entries make an installation; state left by an interrupted install does not.
-  const installed = (): boolean => scanBlsDir(bootloader === "grub" ? `${host.bootDir}/loader/entries` : `${host.esp}/loader/entries`).entries.length > 0;
+  const installed = (): boolean =>
+    scanBlsDir(bootloader === "grub" ? `${host.bootDir}/loader/entries` : `${host.esp}/loader/entries`).entries.length > 0 ||
+    (bootloader === "grub" && scanGrubCfg(`${host.grubDir}/user.cfg`).entries.length > 0);
   if (installed()) throw new CfsError(o.target, "already holds a composefs installation (boot entries exist)");
   const rootSpec = o.rootMountSpec ?? detectRootSpec(o.target);
   installCmdline({ rootSpec, kargs: o.kargs ?? [], composefsKarg: "composefs=?" + "0".repeat(128), kargsD: [] }); // conflicting --karg → error now
@@ -170,6 +184,13 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
       let artifact = p.id;
       if (p.bootType === "uki") writeUkiFile(host, p.id, p.uki!.bytes);
       else artifact = writeKernelDir(host, p.id, p.kernel!, false);
+      if (p.bootType === "uki" && bootloader === "grub") {
+        // GRUB classic chainloads UKIs from grub2/user.cfg (bootc-composefs.md §4.3).
+        const uuid = espUuid(host.esp);
+        if (uuid !== null) writeFileAtomic(`${host.grubDir}/efiuuid.cfg`, formatEfiUuidCfg(uuid));
+        writeGrubCfg(`${host.grubDir}/user.cfg`, [grubMenuEntryForUki(bootLabel(p.osRelease) ?? p.id, p.id)]);
+        return { id: p.id, entryFile: `${host.grubDir}/user.cfg`, manifestDigest: p.manifestDigest, bootType: p.bootType };
+      }
       const entry = makeEntry(host, p, artifact, options);
       const osid = osidOf(p);
       entry.sortKey = sortKeyFor(osid, "primary");
