@@ -12,7 +12,11 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, lstatSync, openSync, readFileSync, readdirSync, readSync, readlinkSync, writeFileSync, type BigIntStats } from "node:fs";
 import { join } from "node:path";
 
+import { bytesEqual, toHex } from "../../shared/bytes.ts";
+import { readImage } from "../../shared/erofs/reader.ts";
+import { FsVerityHasher, type HashAlg } from "../../shared/fsverity.ts";
 import * as sys from "../../shared/sys.ts";
+import { type Dir, type Node, isWhiteout } from "../../shared/tree.ts";
 
 export interface RunSpec {
   /** The agent: argv before `setup-root`, e.g. ["dist/cfsboot"]. */
@@ -28,6 +32,13 @@ export interface RunSpec {
   compareTree?: boolean;
   /** Compare mtimes to the second only (V2 images store no nanoseconds). */
   ignoreNsec?: boolean;
+  /**
+   * Compare the mounted root with this EROFS image as shared/erofs/reader
+   * reads it (independently of the kernel): every entry, and every external
+   * file's fs-verity digest against the one the image names.
+   */
+  image?: string;
+  imageAlg?: HashAlg;
   /** Write this file under <root>/etc and report where it landed. */
   writeEtc?: string;
   /** Try to create files here (paths relative to root): report "ok" or the error code. */
@@ -36,6 +47,8 @@ export interface RunSpec {
   read?: string[];
   /** List these directories (relative to root). */
   list?: string[];
+  /** Return the text of these files (relative to root), or the error code. */
+  readText?: string[];
 }
 
 export interface MountEntry {
@@ -60,11 +73,14 @@ export interface RunReport {
   mounts: MountEntry[];
   treeDiffs: string[];
   compared: number;
+  imageDiffs: string[];
+  imageCompared: number;
   etcDiffs: string[];
   writeEtc: { written: boolean; inState: boolean; error?: string } | null;
   tryWrite: Record<string, string>;
   read: Record<string, string>;
   list: Record<string, string[] | string>;
+  text: Record<string, string>;
   tmpdirLeft: string[];
 }
 
@@ -177,6 +193,93 @@ function compareTrees(a: string, b: string, skip: Set<string>, top = true, ignor
   return { diffs, count };
 }
 
+function fsverityOf(path: string, alg: HashAlg): string {
+  const h = new FsVerityHasher(alg);
+  const fd = openSync(path, "r");
+  try {
+    for (let n; (n = readSync(fd, buf, 0, buf.byteLength, null)) > 0; ) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return toHex(h.digest());
+}
+
+const XATTR_SHOWN = (n: string) => n.startsWith("user.") || n.startsWith("security.capability");
+
+function nodeType(n: Node): string {
+  if (n.kind === "dir") return "dir";
+  const t = n.content.type;
+  return t === "regular" ? "file" : t;
+}
+
+/** The mounted tree at `root` against the image's tree, entry by entry. */
+function compareWithImage(image: string, alg: HashAlg, root: string, skip: Set<string>): { diffs: string[]; count: number } {
+  const tree = readImage(new Uint8Array(readFileSync(image)), { algorithm: alg });
+  const refs = new Map<Node, number>();
+  const countRefs = (d: Dir): void => {
+    for (const c of d.entries.values()) {
+      refs.set(c, (refs.get(c) ?? 0) + 1);
+      if (c.kind === "dir") countRefs(c);
+    }
+  };
+  countRefs(tree.root);
+  const diffs: string[] = [];
+  let count = 0;
+  const walk = (node: Node, rel: string): void => {
+    const p = join(root, rel);
+    const d = (what: string) => diffs.length < 100 && diffs.push(`${rel || "/"}: ${what}`);
+    let st: BigIntStats;
+    try {
+      st = lstatSync(p, { bigint: true });
+    } catch (e) {
+      return void d(`missing (${code(e)})`);
+    }
+    count++;
+    if (typeOf(st) !== nodeType(node)) return void d(`type ${nodeType(node)} in the image, ${typeOf(st)} mounted`);
+    const s = node.stat;
+    if (Number(st.mode & 0o7777n) !== s.mode) d(`mode ${s.mode.toString(8)} vs ${st.mode.toString(8)}`);
+    if (Number(st.uid) !== s.uid || Number(st.gid) !== s.gid) d(`owner ${s.uid}:${s.gid} vs ${st.uid}:${st.gid}`);
+    if (typeOf(st) !== "symlink" && st.mtimeNs !== BigInt(s.mtimeSec) * 1_000_000_000n + BigInt(s.mtimeNsec)) d(`mtime ${s.mtimeSec}.${s.mtimeNsec} vs ${st.mtimeNs}`);
+    if (typeOf(st) !== "symlink") {
+      const want = JSON.stringify([...s.xattrs].filter(([k]) => XATTR_SHOWN(k)).map(([k, v]) => [k, Buffer.from(v).toString("hex")]).sort());
+      if (want !== xattrsOf(p)) d(`xattrs ${want} vs ${xattrsOf(p)}`);
+    }
+    if (node.kind === "dir") {
+      const names = [...node.entries].filter(([, c]) => !isWhiteout(c)).map(([n]) => Buffer.from(n, "latin1").toString("utf8")).sort();
+      const mounted = readdirSync(p).sort();
+      if (JSON.stringify(names) !== JSON.stringify(mounted)) d(`listing: image [${names.slice(0, 8).join(", ")}…] vs mounted [${mounted.slice(0, 8).join(", ")}…]`);
+      for (const [n, c] of node.entries) {
+        if (isWhiteout(c)) continue;
+        const name = Buffer.from(n, "latin1").toString("utf8");
+        if (rel === "" && skip.has(name)) continue;
+        walk(c, rel === "" ? name : `${rel}/${name}`);
+      }
+      return;
+    }
+    const c = node.content;
+    if (c.type === "regular") {
+      if (st.size !== c.size) d(`size ${c.size} vs ${st.size}`);
+      if (Number(st.nlink) !== (node.nlink ?? refs.get(node) ?? 1)) d(`nlink ${node.nlink ?? refs.get(node)} vs ${st.nlink}`);
+      try {
+        if (c.inline !== null) {
+          if (!bytesEqual(new Uint8Array(readFileSync(p)), c.inline)) d("inline content differs");
+        } else if (c.digest !== null) {
+          const got = fsverityOf(p, alg);
+          if (got !== toHex(c.digest)) d(`content digest ${toHex(c.digest)} in the image, ${got} mounted`);
+        }
+      } catch (e) {
+        d(`read failed: ${code(e)}`);
+      }
+    } else if (c.type === "symlink") {
+      if (readlinkSync(p, { encoding: "buffer" }).toString("latin1") !== Buffer.from(c.target).toString("latin1")) d("symlink target differs");
+    } else if (c.type === "chr" || c.type === "blk") {
+      if (Number(st.rdev) !== c.rdev) d(`rdev ${c.rdev} vs ${st.rdev}`);
+    }
+  };
+  walk(tree.root, "");
+  return { diffs, count };
+}
+
 function main(): void {
   const spec = JSON.parse(readFileSync(process.argv[2]!, "utf8")) as RunSpec;
   const before = mountinfo();
@@ -194,11 +297,14 @@ function main(): void {
     mounts: [],
     treeDiffs: [],
     compared: 0,
+    imageDiffs: [],
+    imageCompared: 0,
     etcDiffs: [],
     writeEtc: null,
     tryWrite: {},
     read: {},
     list: {},
+    text: {},
     tmpdirLeft: existsSync(spec.tmpdir) ? readdirSync(spec.tmpdir) : [],
   };
   if (r.status !== 0) {
@@ -222,6 +328,11 @@ function main(): void {
       report.etcDiffs = e.diffs;
       report.compared += e.count;
     }
+  }
+  if (spec.image) {
+    const t = compareWithImage(spec.image, spec.imageAlg ?? "sha512", root, new Set(["etc", "var", "sysroot"]));
+    report.imageDiffs = t.diffs;
+    report.imageCompared = t.count;
   }
   if (spec.writeEtc) {
     const name = spec.writeEtc;
@@ -247,6 +358,13 @@ function main(): void {
       report.read[p] = "ok";
     } catch (e) {
       report.read[p] = code(e);
+    }
+  }
+  for (const p of spec.readText ?? []) {
+    try {
+      report.text[p] = readFileSync(join(root, p), "utf8");
+    } catch (e) {
+      report.text[p] = code(e);
     }
   }
   for (const p of spec.list ?? []) {

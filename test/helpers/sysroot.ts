@@ -5,7 +5,13 @@
 //   <sysroot>/state/deploy/<id>/  etc/ (a copy of the image's /etc), var → ../../os/default/var
 //   <sysroot>/state/os/default/var/
 //
-// built from a real directory tree in one of two ways:
+// built in one of three ways:
+//   "install"     from a real OCI image (test/helpers/oci-image.ts layout):
+//                 `cfsboot install to-filesystem --source-imgref oci:…`
+//                 writes the whole physical root (repository, state, boot
+//                 entries) as on a real machine; the karg comes from the
+//                 boot entry it wrote;
+// or from a real directory tree:
 //   "repo"        the host tool's repository code (host/repo.ts): init,
 //                 objects imported from a directory scan, images committed
 //                 in every format the repository is configured for;
@@ -28,7 +34,8 @@ import { formatRepoMeta, newRepoMeta } from "../../shared/repometa.ts";
 import * as sys from "../../shared/sys.ts";
 import { Repository } from "../../host/repo.ts";
 import { scanDirectory } from "../../host/scan.ts";
-import { pseudoRandom } from "./oci-image.ts";
+import { buildImage, pseudoRandom, type LayerEntry } from "./oci-image.ts";
+import { osImage } from "./os-host.ts";
 import { cfsbootExe, projectRoot } from "./env.ts";
 
 export interface SysrootImage {
@@ -40,6 +47,8 @@ export interface SysrootImage {
 export interface Sysroot {
   /** The physical root directory. */
   dir: string;
+  /** The kernel command line the boot entry carries ("install" fixtures). */
+  cmdline?: string;
   repo: string;
   alg: HashAlg;
   /** The image the state directory was made for (the repository's default format). */
@@ -211,4 +220,79 @@ export function objectOf(s: Sysroot, relPath: string): string {
 export function kargFor(s: Sysroot, img: SysrootImage = s.image, insecure = true): string {
   const q = insecure ? "?" : "";
   return img.version === 2 ? `composefs=${q}${img.digest}` : `composefs.digest=${q}v1-${s.alg}-12:${img.digest}`;
+}
+
+/** OCI layers with every file type and the cases composefs must carry, on top of an OS-like base. */
+function richLayers(): LayerEntry[][] {
+  const dirs = (...ps: string[]): LayerEntry[] => ps.map((path) => ({ type: "dir" as const, path, mode: 0o755 }));
+  const first: LayerEntry[] = [
+    ...dirs("usr", "usr/share", "usr/share/doc", "usr/lib", "opt", "opt/app", "opt/app/cache", "dev"),
+    { type: "file", path: "usr/share/doc/inline-64", content: "x".repeat(64), mtime: { sec: 1_700_000_000, nsec: 123_456_789 } },
+    { type: "file", path: "usr/share/doc/external-65", content: "y".repeat(65) },
+    { type: "file", path: "usr/share/doc/empty", content: "" },
+    { type: "file", path: "usr/lib/big.bin", size: 3 * 1024 * 1024 + 123, seed: 7, xattrs: { "user.checksum": new Uint8Array([1, 2, 3, 0, 255]) } },
+    { type: "file", path: "usr/lib/libfake.so.1", size: 200_000, seed: 3, mode: 0o755 },
+    { type: "symlink", path: "usr/lib/libfake.so", target: "libfake.so.1" },
+    { type: "hardlink", path: "usr/lib/libfake-hardlink.so.1", target: "usr/lib/libfake.so.1" },
+    { type: "symlink", path: "usr/lib/dangling", target: "/nonexistent/target" },
+    { type: "file", path: "usr/bin/setuid-tool", size: 5000, seed: 9, mode: 0o4755 },
+    { type: "file", path: "usr/share/doc/name with spaces & ünïcödé", content: "odd name\n" },
+    { type: "file", path: `usr/share/doc/${"n".repeat(255)}`, content: "long name\n" },
+    { type: "file", path: "opt/app/owned", content: "owned by 1000\n", uid: 1000, gid: 1000 },
+    { type: "file", path: "opt/app/cache/stale", content: "removed by the next layer\n" },
+    { type: "file", path: "opt/app/removed", content: "whited out\n" },
+    { type: "chr", path: "dev/null", major: 1, minor: 3, mode: 0o666 },
+    { type: "blk", path: "dev/loop9", major: 7, minor: 9, mode: 0o660 },
+    { type: "fifo", path: "usr/lib/fifo", mode: 0o600 },
+  ];
+  const second: LayerEntry[] = [
+    ...dirs("opt", "opt/app", "opt/app/cache"),
+    { type: "whiteout", path: "opt/app/removed" },
+    { type: "opaque", path: "opt/app/cache" },
+    { type: "file", path: "opt/app/cache/fresh", content: "from the top layer\n" },
+    { type: "file", path: "usr/lib/big.bin", size: 3 * 1024 * 1024 + 123, seed: 8, xattrs: { "user.checksum": new Uint8Array([9]) } },
+  ];
+  return [first, second];
+}
+
+/**
+ * A physical root written by `cfsboot install to-filesystem` from an OCI
+ * image layout (OS-like base + kernel + the rich layers above), insecure
+ * (this machine has no fs-verity). `cmdline` is the installed boot entry's
+ * options line, as systemd-boot hands it over.
+ */
+export function buildSysrootByInstall(dir: string): Sysroot {
+  mkdirSync(dir, { recursive: true });
+  const layout = join(dir, "layout");
+  const { spec } = osImage({ version: "1.0", etc: { hostname: "image-host\n", motd: "hello\n", "ssh/sshd_config": "Port 22\n" }, var: { "lib/seed": "var seed\n" } });
+  for (const entries of richLayers()) spec.layers.push({ entries, compression: "zstd" });
+  buildImage(layout, spec, { tag: "v1" });
+  const root = join(dir, "root");
+  const esp = join(dir, "esp");
+  mkdirSync(root, { recursive: true });
+  mkdirSync(esp, { recursive: true });
+  const r = spawnSync(ensureExe(), ["install", "to-filesystem", "--source-imgref", `oci:${layout}:v1`, "--composefs-insecure", "--esp", esp, root], {
+    encoding: "utf8",
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: dir, CFSBOOT_NO_PROGRESS: "1" },
+  });
+  if (r.status !== 0) throw new Error(`cfsboot install failed: ${r.stderr}`);
+  const entries = join(esp, "loader/entries");
+  const entry = spawnSync("sh", ["-c", `cat "${entries}"/*.conf`], { encoding: "utf8" }).stdout;
+  const options = /^options (.*)$/m.exec(entry)?.[1];
+  if (!options) throw new Error(`no options line in ${entries}: ${entry}`);
+  const m = /composefs\.digest=\??v1-sha512-12:([0-9a-f]{128})|composefs=\??([0-9a-f]{128})/.exec(options);
+  if (!m) throw new Error(`no composefs karg in ${options}`);
+  const digest = m[1] ?? m[2]!;
+  const version = m[1] !== undefined ? 1 : 2;
+  const image = { digest, version } as SysrootImage;
+  return {
+    dir: root,
+    cmdline: `initrd=\\cfs\\initrd.img ${options}`,
+    repo: join(root, "composefs"),
+    alg: "sha512",
+    image,
+    images: [image],
+    source: "",
+    state: join(root, "state/deploy", digest),
+  };
 }
