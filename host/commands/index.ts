@@ -11,6 +11,7 @@ import { switchCommand } from "./switch.ts";
 import { rollbackCommand } from "./rollback.ts";
 import { gcCommand } from "./gc.ts";
 import { containerCommand } from "./container.ts";
+import { sealCommand } from "./seal.ts";
 
 export const commands: CommandModule[] = [
   fsverityCommand,
@@ -23,5 +24,6 @@ export const commands: CommandModule[] = [
   switchCommand,
   rollbackCommand,
   gcCommand,
+  sealCommand,
   containerCommand,
 ];
