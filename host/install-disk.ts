@@ -109,30 +109,6 @@ function checkTarget(device: string, wipe: boolean): "file" | "device" {
 
 const WORK_PREFIX = ".cfsboot-to-disk-";
 
-/** The re-executed command line of this process (compiled or `bun host/main.ts`). */
-function selfArgv(): string[] {
-  const a1 = process.argv[1] ?? "";
-  const compiled = a1.startsWith("/$bunfs/") || a1.startsWith("B:/~BUN/");
-  return compiled ? [process.execPath, ...process.argv.slice(2)] : [process.execPath, a1, ...process.argv.slice(2)];
-}
-
-export const MOUNT_NS_ENV = "CFSBOOT_PRIVATE_MOUNT_NS";
-
-/**
- * Run this very command again in a private mount namespace (unshare(1)),
- * unless it already is; returns its exit status, or null when the caller is
- * the re-executed process and should do the work.
- */
-export function reexecInMountNamespace(): number | null {
-  if (process.env[MOUNT_NS_ENV] === "1") return null;
-  const r = spawnSync("unshare", ["--mount", "--propagation", "private", "--", ...selfArgv()], {
-    stdio: "inherit",
-    env: { ...process.env, [MOUNT_NS_ENV]: "1" },
-  });
-  if (r.error !== undefined) throw new CfsError("unshare", `cannot run: ${r.error.message}`);
-  return r.status ?? 1;
-}
-
 export async function installToDisk(o: InstallToDiskOptions): Promise<InstallToDiskResult> {
   const device = resolve(o.device);
   const insecure = o.insecure ?? false;

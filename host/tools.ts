@@ -122,3 +122,29 @@ export function runToolSync(cmd: string, args: readonly string[], opts: RunToolO
   if (r.status !== 0) throw failure(cmd, input, r.status, r.signal, stderr);
   return { stdout, stderr };
 }
+
+// ---- private mount namespaces ------------------------------------------------------
+
+/** The re-executed command line of this process (compiled or `bun host/main.ts`). */
+function selfArgv(): string[] {
+  const a1 = process.argv[1] ?? "";
+  const compiled = a1.startsWith("/$bunfs/") || a1.startsWith("B:/~BUN/");
+  return compiled ? [process.execPath, ...process.argv.slice(2)] : [process.execPath, a1, ...process.argv.slice(2)];
+}
+
+export const MOUNT_NS_ENV = "CFSBOOT_PRIVATE_MOUNT_NS";
+
+/**
+ * Run this very command again in a private mount namespace (unshare(1)),
+ * unless it already is; returns its exit status, or null when the caller is
+ * the re-executed process and should do the work.
+ */
+export function reexecInMountNamespace(): number | null {
+  if (process.env[MOUNT_NS_ENV] === "1") return null;
+  const r = spawnSync("unshare", ["--mount", "--propagation", "private", "--", ...selfArgv()], {
+    stdio: "inherit",
+    env: { ...process.env, [MOUNT_NS_ENV]: "1" },
+  });
+  if (r.error !== undefined) throw new CfsError("unshare", `cannot run: ${r.error.message}`);
+  return r.status ?? 1;
+}

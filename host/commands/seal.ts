@@ -5,12 +5,25 @@
 // no fs-verity) and lists what would change. Exit status 1 when an object is
 // damaged.
 
+import { accessSync, constants as fsConstants } from "node:fs";
 import type { Argv } from "yargs";
 
 import { writeStdout } from "../atomic.ts";
 import { defineCommand } from "../cli.ts";
 import { formatSealReport, seal } from "../seal.ts";
 import { Host, type HostArgs, hostOptions } from "../sysroot.ts";
+import { reexecInMountNamespace } from "../tools.ts";
+import * as sys from "../../shared/sys.ts";
+
+/** The physical root is mounted read-only (EROFS on a write test). */
+function sysrootReadOnly(host: Host): boolean {
+  try {
+    accessSync(host.root, fsConstants.W_OK);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EROFS";
+  }
+}
 
 interface Args extends HostArgs {
   "dry-run"?: boolean;
@@ -21,7 +34,15 @@ export const sealCommand = defineCommand<Args>({
   describe: "enable fs-verity on the repository and switch the boot entries to the sealed composefs karg",
   builder: (y: Argv) => hostOptions(y).option("dry-run", { alias: "n", type: "boolean", describe: "check every object and show what would change" }) as unknown as Argv<Args>,
   handler: async (args) => {
-    const r = await seal(new Host(args), { dryRun: args["dry-run"] ?? false });
+    const host = new Host(args);
+    if (!args["dry-run"] && sysrootReadOnly(host)) {
+      // A booted host sees its physical root read-only at /sysroot: write
+      // through a read-write remount of it in a private mount namespace.
+      const status = reexecInMountNamespace();
+      if (status !== null) return status;
+      sys.mount(null, host.root, null, sys.MS_REMOUNT | sys.MS_BIND, null);
+    }
+    const r = await seal(host, { dryRun: args["dry-run"] ?? false });
     for (const p of r.problems) process.stderr.write(`cfsboot: warning: ${p}\n`);
     writeStdout(formatSealReport(r));
     return r.corrupt.length > 0 ? 1 : 0;

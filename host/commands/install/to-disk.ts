@@ -16,7 +16,8 @@ import { defineCommand } from "../../cli.ts";
 import { normalizeImgref } from "../../deploy.ts";
 import { espUuidOf } from "../../disk.ts";
 import { type SourceArgs, outLine, sourceFrom, sourceOptions } from "../../hostcli.ts";
-import { type DiskMethod, installToDisk, reexecInMountNamespace } from "../../install-disk.ts";
+import { type DiskMethod, installToDisk } from "../../install-disk.ts";
+import { reexecInMountNamespace } from "../../tools.ts";
 
 interface Args extends SourceArgs {
   device: string;
