@@ -65,17 +65,19 @@ interface Run {
   extraArgs?: string[];
   env?: Record<string, string>;
   checks?: Partial<RunSpec>;
+  /** No --root: the composed root is stacked over the sysroot, as in the initramfs. */
+  stacked?: boolean;
 }
 
 function runAgent(r: Run): RunReport {
   const spec: RunSpec = {
     exe: agent,
     args: [
-      "--cmdline", r.cmdline, "--sysroot", r.s.dir, "--root", r.root, "--config", r.config ?? join(work, "no-config.toml"),
+      "--cmdline", r.cmdline, "--sysroot", r.s.dir, ...(r.stacked ? [] : ["--root", r.root]), "--config", r.config ?? join(work, "no-config.toml"),
       "--tmpdir", r.tmp, "--log", "stderr", "--json", ...(r.extraArgs ?? []),
     ],
     env: r.env,
-    root: r.root,
+    root: r.stacked ? r.s.dir : r.root,
     tmpdir: r.tmp,
     sysroot: r.s.dir,
     source: r.s.source,
@@ -196,6 +198,18 @@ describe.runIf(ok)("a deployment boots", () => {
     expect(existsSync(join(f.s.dir, "state/os/default/var/lib/new-file"))).toBe(true);
     expect(rep.read).toEqual({ "var/lib/persistent": "ok", "sysroot/composefs/meta.json": "ok" });
     expect(rep.result).toMatchObject({ digest: hex, source: `composefs:${hex}`, erofsVia: "file", overlayForm: "lowerdir+", imageCheck: "userspace", etc: "bind", var: "bind", sysrootMounted: true });
+  });
+
+  test("without --root the composed root is stacked over the physical root, which stays reachable at /sysroot", () => {
+    const f = fresh(s512);
+    const rep = runAgent({ ...f, stacked: true, cmdline: f.cmdline(kargFor(f.s)), checks: { compareTree: true, readText: ["sysroot/composefs/meta.json", "etc/hostname"], tryWrite: ["sysroot/x"] } });
+    expectMounted(rep);
+    expect(rep.treeDiffs).toEqual([]);
+    const top = rep.mounts.filter((m) => m.target === f.s.dir);
+    expect(top.at(-1)!.source).toBe(`composefs:${f.s.image.digest}`);
+    expect(rep.text["sysroot/composefs/meta.json"]).toBe(readFileSync(join(f.s.repo, "meta.json"), "utf8"));
+    expect(rep.text["etc/hostname"]).toBe("state-host\n");
+    expect(rep.tryWrite["sysroot/x"]).toBe("EROFS");
   });
 
   test("sha256 repository in the C layout (mkcomposefs --digest-store), composefs= karg", () => {
