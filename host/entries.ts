@@ -24,9 +24,12 @@ import {
   effectiveDefaultIndex,
   entryArtifact,
   entryDeploymentId,
+  entryFileName,
+  entryOsid,
   formatEntry,
   formatGrubUserCfg,
   grubMenuEntryId,
+  parseCounter,
   parseGrubUserCfg,
   readEntry,
 } from "../shared/bls.ts";
@@ -176,6 +179,35 @@ export function readLoader(host: Host): LoaderView {
     defaultIndex = effectiveDefaultIndex(menu, { ...vars, loaderConfDefault: loaderConfDefault(host.esp) });
   }
   return { bootloader: b, menu, defaultIndex, staged: stagedMenu, stagedPresent, problems, entriesDir: host.entriesDir, skippedLive: live.skipped };
+}
+
+/**
+ * GRUB (classic and grub-cc) ignores sort-key and orders BLS files by their
+ * names, descending (an RPM name-version-release comparison in blscfg; byte
+ * order in bootc's own code). bootc's names `bootc_<osid>-<version>-<p>.conf`
+ * then put a rolled-back older version, or another OS, in the wrong place
+ * (bootc#2221). When `intended` (best first) is not what GRUB would pick,
+ * every file is renamed with the first entry's osid and a descending
+ * two-digit rank before the version (`bootc_<osid>-<rank>.<version>-<p>.conf`),
+ * which both comparisons order as intended. Contents are unchanged.
+ */
+export function orderForGrub(intended: readonly NamedEntry[], bootloader: Bootloader): NamedEntry[] {
+  if (bootloader === "systemd" || intended.length < 2) return [...intended];
+  const names = (es: readonly NamedEntry[]) => es.map((e) => e.fileName).join("\n");
+  if (names(sortForLoaderNamed(intended, bootloader)) === names(intended)) return [...intended];
+  const osid = entryOsid(intended[0]!, "bootc");
+  const n = intended.length;
+  const out = intended.map((e, i) => {
+    const counter = parseCounter(e.fileName)?.text ?? "";
+    const rank = String(n - i).padStart(2, "0");
+    return { fileName: entryFileName(osid, `${rank}.${e.entry.version ?? "0"}`, i === 0 ? "primary" : "secondary", counter), entry: e.entry };
+  });
+  if (names(sortForLoaderNamed(out, bootloader)) !== names(out)) throw new CfsError("boot entries", "cannot name the entries so that GRUB boots them in the intended order");
+  return out;
+}
+
+function sortForLoaderNamed(entries: readonly NamedEntry[], bootloader: Bootloader): NamedEntry[] {
+  return [...entries].sort(bootloader === "systemd" ? compareSystemdBoot : compareGrub);
 }
 
 // ---- writing ----------------------------------------------------------------------------

@@ -10,7 +10,7 @@
 import { parseCounter, planRollback } from "../shared/bls.ts";
 import { CfsError } from "../shared/errors.ts";
 import { loadHostState, removeStagedMarker } from "./deployments.ts";
-import { carrySkipped, removeStaged, writeEntrySet, writeGrubCfg } from "./entries.ts";
+import { carrySkipped, orderForGrub, removeStaged, writeEntrySet, writeGrubCfg } from "./entries.ts";
 import { migratePrefixesQuietly } from "./hostgc.ts";
 import { ALGORITHM, type Host, withLock } from "./sysroot.ts";
 
@@ -40,7 +40,7 @@ export async function rollback(host: Host, out: (line: string) => void): Promise
       const plan = planRollback({ sorted: menu.filter((e) => e.source === "bls"), defaultIndex: st.loader.defaultIndex, bootedId: st.booted.id, algorithm: ALGORITHM, keepFileNames: keep });
       if (st.marker !== null) removeStagedMarker(host);
       removeStaged(host);
-      writeEntrySet(host.entriesDir, plan.entries, carrySkipped(st.loader));
+      writeEntrySet(host.entriesDir, orderForGrub(plan.entries, st.loader.bootloader), carrySkipped(st.loader));
     }
     if (wasQueued) out("notice: Reverting queued rollback state");
     out(wasQueued ? "Next boot: current deployment" : "Next boot: rollback deployment");

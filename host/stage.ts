@@ -40,7 +40,7 @@ import {
   writeUkiFile,
 } from "./deploy.ts";
 import { type HostState, loadHostState, removeStagedMarker, writeStagedMarker } from "./deployments.ts";
-import { type LiveEntry, removeStaged, writeEntrySet, writeGrubCfg } from "./entries.ts";
+import { type LiveEntry, orderForGrub, removeStaged, writeEntrySet, writeGrubCfg } from "./entries.ts";
 import { etcFromDisk, etcFromImage } from "./etcsnap.ts";
 import { hostGc, migratePrefixesQuietly } from "./hostgc.ts";
 import { repoContent } from "./materialize.ts";
@@ -163,7 +163,7 @@ function stagedSet(host: Host, st: HostState, p: PreparedImage, artifact: string
     primary.fileName = entryFileName(osid, `${entry.version}.${p.id.slice(0, 8)}`, "primary", tries === null ? "" : `+${tries}`);
     set = [primary, set[1]!];
   }
-  return set;
+  return orderForGrub(set, st.loader.bootloader);
 }
 
 export async function upgradeOrSwitch(host: Host, o: StageOptions): Promise<number> {
