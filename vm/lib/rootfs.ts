@@ -57,7 +57,8 @@ export const TRIXIE: GuestSpec = {
     "systemd-boot", "systemd-boot-efi", "e2fsprogs", "zstd", "attr",
   ],
   // linux-image-amd64 and systemd-ukify cannot go through debootstrap (vm.md pitfall 1)
-  packages: ["linux-image-amd64", "systemd-ukify", "python3-cryptography", "sbsigntool", "systemd-repart"],
+  // fdisk, dosfstools, mtools: `cfsboot install to-disk` run inside the guest (sfdisk, mkfs.vfat, mcopy)
+  packages: ["linux-image-amd64", "systemd-ukify", "python3-cryptography", "sbsigntool", "systemd-repart", "fdisk", "dosfstools", "mtools"],
   mask: MASKED,
 };
 
