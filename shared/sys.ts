@@ -99,6 +99,15 @@ function openLibc() {
     llistxattr: { args: ["ptr", "ptr", "u64"], returns: "i64" },
     lsetxattr: { args: ["ptr", "ptr", "ptr", "u64", "i32"], returns: "i32" },
     lremovexattr: { args: ["ptr", "ptr"], returns: "i32" },
+    fgetxattr: { args: ["i32", "ptr", "ptr", "u64"], returns: "i64" },
+    flistxattr: { args: ["i32", "ptr", "u64"], returns: "i64" },
+    fsetxattr: { args: ["i32", "ptr", "ptr", "u64", "i32"], returns: "i32" },
+    fremovexattr: { args: ["i32", "ptr"], returns: "i32" },
+    mkdirat: { args: ["i32", "ptr", "u32"], returns: "i32" },
+    symlinkat: { args: ["ptr", "i32", "ptr"], returns: "i32" },
+    readlinkat: { args: ["i32", "ptr", "ptr", "u64"], returns: "i64" },
+    fchownat: { args: ["i32", "ptr", "u32", "u32", "i32"], returns: "i32" },
+    futimens: { args: ["i32", "ptr"], returns: "i32" },
     mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
     umount2: { args: ["ptr", "i32"], returns: "i32" },
     unshare: { args: ["i32"], returns: "i32" },
@@ -563,6 +572,73 @@ export function readXattrs(path: SysPath, filter?: (name: BStr) => boolean): Map
     out.set(name, xattrBuf.slice(0, r));
   }
   return out;
+}
+
+// ---- fd-relative calls -------------------------------------------------------------------
+// For code that must never follow a symlink nor leave a directory it holds
+// open (the /etc merge): the final component is always `name` in `dirfd`.
+
+/** mkdirat(2). */
+export function mkdirat(dirfd: number, name: SysPath, mode: number): void {
+  check(() => show(name), "mkdirat", () => libc().mkdirat(dirfd, cstr(name), mode));
+}
+
+/** symlinkat(2): a symlink `name` in `dirfd` pointing at `target`. */
+export function symlinkat(target: SysPath, dirfd: number, name: SysPath): void {
+  check(() => show(name), "symlinkat", () => libc().symlinkat(cstr(target), dirfd, cstr(name)));
+}
+
+const linkBuf = new Uint8Array(4096);
+
+/** readlinkat(2): the target bytes of the symlink `name` in `dirfd`. */
+export function readlinkat(dirfd: number, name: SysPath): Uint8Array {
+  const n = check(() => show(name), "readlinkat", () => libc().readlinkat(dirfd, cstr(name), linkBuf, BigInt(linkBuf.byteLength)));
+  if (n >= linkBuf.byteLength) throw new SysError(show(name), "readlinkat", errno.ENAMETOOLONG);
+  return linkBuf.slice(0, n);
+}
+
+/** fchownat(2); default flags AT_SYMLINK_NOFOLLOW (a symlink's own owner). `name` "" with AT_EMPTY_PATH: `dirfd` itself. */
+export function fchownat(dirfd: number, name: SysPath, uid: number, gid: number, flags = AT_SYMLINK_NOFOLLOW): void {
+  check(() => show(name), "fchownat", () => libc().fchownat(dirfd, cstr(name), uid >>> 0, gid >>> 0, flags));
+}
+
+/** futimens(2): atime and mtime of an open file as [sec, nsec]. */
+export function futimens(fd: number, atime: readonly [number, number], mtime: readonly [number, number], input = `fd ${fd}`): void {
+  const ts = new Uint8Array(32);
+  const dv = new DataView(ts.buffer);
+  dv.setBigInt64(0, BigInt(atime[0]), true);
+  dv.setBigInt64(8, BigInt(atime[1]), true);
+  dv.setBigInt64(16, BigInt(mtime[0]), true);
+  dv.setBigInt64(24, BigInt(mtime[1]), true);
+  check(input, "futimens", () => libc().futimens(fd, ts));
+}
+
+/** All xattrs of an open file or directory (fgetxattr/flistxattr). */
+export function readXattrsFd(fd: number, input = `fd ${fd}`): Map<BStr, Uint8Array> {
+  const out = new Map<BStr, Uint8Array>();
+  const len = check(input, "flistxattr", () => libc().flistxattr(fd, xattrBuf, XATTR_MAX_BIG));
+  if (len === 0) return out;
+  for (const name of bstr(xattrBuf.subarray(0, len - 1)).split("\0")) {
+    const n = cstrInto(nameScratch, name);
+    const r = Number(libc().fgetxattr(fd, n, xattrBuf, XATTR_MAX_BIG));
+    if (r < 0) {
+      const e = lastErrno();
+      if (e === errno.ENODATA) continue;
+      throw new SysError(input, `fgetxattr ${show(name)}`, e);
+    }
+    out.set(name, xattrBuf.slice(0, r));
+  }
+  return out;
+}
+
+/** fsetxattr(2); flags XATTR_CREATE / XATTR_REPLACE. */
+export function fsetxattr(fd: number, name: SysPath, value: Uint8Array, flags = 0, input = `fd ${fd}`): void {
+  check(input, `fsetxattr ${show(name)}`, () => libc().fsetxattr(fd, cstr(name), value.byteLength ? value : new Uint8Array(1), BigInt(value.byteLength), flags));
+}
+
+/** fremovexattr(2). */
+export function fremovexattr(fd: number, name: SysPath, input = `fd ${fd}`): void {
+  check(input, `fremovexattr ${show(name)}`, () => libc().fremovexattr(fd, cstr(name)));
 }
 
 // ---- fs-verity (fsverity.md §6) --------------------------------------------------------------
