@@ -40,6 +40,12 @@ export interface RegistryOptions {
   password?: string;
   /** Require TLS client certificates (mutual TLS). */
   clientCerts?: boolean;
+  /**
+   * Serve with this CA and server certificate/key (PEM files) instead of the
+   * ones made for the test, e.g. a long-lived CA whose certificate is baked
+   * into a VM image, with names a guest uses (basic/none auth only).
+   */
+  tls?: { ca: string; cert: string; key: string };
 }
 
 export interface TestRegistry {
@@ -183,6 +189,10 @@ export async function startRegistry(opts: RegistryOptions = {}): Promise<TestReg
   const storageDir = join(dir, "storage");
   mkdirSync(storageDir);
   const pki = makeTestPki(dir);
+  if (opts.tls) {
+    if (auth === "bearer" || opts.clientCerts) throw new Error("startRegistry: tls is only for basic/none auth without client certificates");
+    Object.assign(pki, { ca: opts.tls.ca, cert: opts.tls.cert, key: opts.tls.key });
+  }
   const port = await freePort();
   const host = `127.0.0.1:${port}`;
   const url = `https://${host}`;
