@@ -59,7 +59,11 @@ function skippedText(st: HostState): string {
   return carrySkipped(st.loader).map((c) => Buffer.from(c.bytes).toString("latin1")).join("\n");
 }
 
-export async function hostGc(host: Host, repo: Repository | null, opts: { dryRun?: boolean; prune?: boolean } = {}): Promise<HostGcReport> {
+/**
+ * `binariesOnly`: stop after leftovers and boot binaries (what finalize runs
+ * at shutdown, as bootc does; state, tags and objects wait for the next gc).
+ */
+export async function hostGc(host: Host, repo: Repository | null, opts: { dryRun?: boolean; prune?: boolean; binariesOnly?: boolean } = {}): Promise<HostGcReport> {
   const dry = opts.dryRun ?? false;
   const r: HostGcReport = {
     dryRun: dry,
@@ -117,6 +121,8 @@ export async function hostGc(host: Host, repo: Repository | null, opts: { dryRun
       if (unused(m[1]!)) rm(`${host.ukiDir}/${n}`, r.removedUkis);
     }
   }
+
+  if (opts.binariesOnly) return r;
 
   // Staged state that is not valid.
   if (!st.stagedValid) {
