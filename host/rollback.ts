@@ -10,9 +10,9 @@
 import { parseCounter, planRollback } from "../shared/bls.ts";
 import { CfsError } from "../shared/errors.ts";
 import { loadHostState, removeStagedMarker } from "./deployments.ts";
-import { carrySkipped, orderForGrub, removeStaged, writeEntrySet, writeGrubCfg } from "./entries.ts";
+import { carrySkipped, loaderConfDefault, orderForGrub, removeStaged, writeEntrySet, writeGrubCfg } from "./entries.ts";
 import { migratePrefixesQuietly } from "./hostgc.ts";
-import { ALGORITHM, type Host, withLock } from "./sysroot.ts";
+import { ALGORITHM, type Host, readLoaderEfiVar, withLock } from "./sysroot.ts";
 
 export async function rollback(host: Host, out: (line: string) => void): Promise<number> {
   return withLock(host, async () => {
@@ -24,6 +24,11 @@ export async function rollback(host: Host, out: (line: string) => void): Promise
     const menu = st.loader.menu;
     if (new Set(menu.map((e) => e.id)).size < 2) throw new CfsError("rollback", "No rollback available");
     const wasQueued = st.slots.rollbackQueued;
+    if (st.loader.bootloader === "systemd") {
+      // A pinned default wins over the order rollback changes (finalize-and-boot-counting.md §6.4).
+      const pin = loaderConfDefault(host.esp) ?? (host.directory ? null : readLoaderEfiVar("LoaderEntryDefault"));
+      if (pin !== null && !pin.startsWith("@")) out(`warning: the default boot entry is pinned to "${pin}"; the rollback changes the menu order only`);
+    }
 
     if (st.bootedEntry.source === "grub-menu") {
       // GRUB + UKIs: user.cfg order is the menu order; GRUB boots the first.

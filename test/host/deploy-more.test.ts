@@ -8,7 +8,7 @@
 // `bootc_composefs-` prefix (idempotently) and whose upgrade makes the
 // repository dual-format and boots the new deployment's V1 image.
 
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -116,6 +116,62 @@ describe("staging", () => {
     ok(cfs(["rollback", ...hostArgs(h)], env));
     expect(entryFiles(join(h.boot, "loader/entries"))).toEqual(["bootc_testos-1.0-0.conf", "bootc_testos-2.0-1.conf"]);
     expect(status(h).status.rollbackQueued).toBe(false);
+  });
+
+  test("rollback never renames an entry still being counted; a pinned default is warned about", () => {
+    const h = newHost("rbcount");
+    bootEntry(h, bless(install(h, reg.ref("os", "v1"))));
+    ok(cfs(["switch", reg.ref("os", "v2"), ...hostArgs(h)], env));
+    finalizeByHand(h, h.esp);
+    const live = join(h.esp, "loader/entries");
+    // Booted v2 on its first try: systemd-boot renamed +3 to +2-1, not blessed yet.
+    renameSync(join(live, "bootc_testos-2.0-1+3.conf"), join(live, "bootc_testos-2.0-1+2-1.conf"));
+    bootEntry(h, join(live, "bootc_testos-2.0-1+2-1.conf"));
+    ok(cfs(["rollback", ...hostArgs(h)], env));
+    expect(entryFiles(live)).toEqual(["bootc_testos-1.0-1.conf", "bootc_testos-2.0-1+2-1.conf"]);
+    expect(kv(readFileSync(join(live, "bootc_testos-2.0-1+2-1.conf"), "utf8"), "sort-key")).toBe("bootc-testos-1");
+    expect(status(h).status.rollbackQueued).toBe(true);
+    writeFileSync(join(h.esp, "loader/loader.conf"), "timeout 5\ndefault bootc_testos-2.0-*\n");
+    const r = ok(cfs(["rollback", ...hostArgs(h)], env));
+    expect(r.stdout).toContain('warning: the default boot entry is pinned to "bootc_testos-2.0-*"');
+  });
+
+  test("the host lock: a second mutating command waits and says so; status does not wait", async () => {
+    const h = newHost("lock");
+    bootEntry(h, bless(install(h, reg.ref("os", "v1"))));
+    // flock and its sleep share the lock: a process group, killed as one.
+    const holder = spawn("flock", ["-x", join(h.root, "state/cfsboot/lock"), "sleep", "60"], { detached: true });
+    const release = () => {
+      try {
+        process.kill(-holder.pid!, "SIGKILL");
+      } catch {}
+    };
+    await new Promise((r) => setTimeout(r, 300));
+    try {
+      expect(status(h).status.booted).not.toBeNull();
+      expect(holder.exitCode).toBeNull(); // status did not wait for the lock holder
+      const gc = spawn(cfsbootExe, ["gc", "--dry-run", ...hostArgs(h)], { env: { PATH: process.env.PATH ?? "", ...env } });
+      let err = "";
+      gc.stderr.on("data", (d) => (err += d));
+      const exit = new Promise<number | null>((r) => gc.on("exit", (c) => r(c)));
+      for (let i = 0; i < 600 && !err.includes("Waiting for sysroot lock..."); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(err).toContain("Waiting for sysroot lock...");
+      expect(gc.exitCode).toBeNull();
+      release();
+      expect(await exit).toBe(0);
+    } finally {
+      release();
+    }
+  });
+
+  test("--apply on a host in a directory stages but does not reboot", async () => {
+    await pushImage(join(dir, "layout"), "v1", reg, "os", "apply");
+    const h = newHost("apply");
+    bootEntry(h, bless(install(h, reg.ref("os", "apply"))));
+    await pushImage(join(dir, "layout"), "v2", reg, "os", "apply");
+    const r = ok(cfs(["upgrade", "--apply", ...hostArgs(h)], env));
+    expect(r.stdout).toContain("--apply: a host in a directory is not rebooted");
+    expect(status(h).status.staged).not.toBeNull();
   });
 
   test("human-readable status on a terminal", () => {
