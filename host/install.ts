@@ -47,6 +47,7 @@ import { exists, isDirectory, mkdirp } from "./fsops.ts";
 import type { SourceOptions } from "./pull.ts";
 import { Repository } from "./repo.ts";
 import { Host, withLock } from "./sysroot.ts";
+import { ukiVerityWarning } from "./uki.ts";
 
 export interface InstallOptions {
   /** The physical root to install to (an existing directory). */
@@ -174,6 +175,10 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
       log(`Pulling ${o.sourceImgref}`);
       const p = await pullAndPrepare(repo, o.sourceImgref, remote, source);
       if (p.bootType === "uki" && (o.kargs ?? []).length > 0) throw new CfsError("--karg", "Cannot use externally specified kernel arguments with UKI");
+      if (p.bootType === "uki") {
+        const w = ukiVerityWarning(p.uki!.karg, insecure, `${p.imgref}: ${p.uki!.name}`);
+        if (w !== null) process.stderr.write(`cfsboot: warning: ${w}\n`);
+      }
       const options = p.bootType === "uki" ? "" : joinCmdline(installCmdline({ rootSpec, kargs: o.kargs ?? [], composefsKarg: composefsKargFor(p, insecure), kargsD: p.kargsD }));
       host.recordBootloader(bootloader);
       const origin = originFor(p);
