@@ -18,21 +18,32 @@
 
 import { dlopen, ptr, read, type Pointer } from "bun:ffi";
 import { constants as fsConstants } from "node:fs";
-import { constants as osConstants } from "node:os";
 
 import { type BStr, bstr, displayBstr } from "./bytes.ts";
 import { CfsError } from "./errors.ts";
 
 // ---- errors ------------------------------------------------------------------
 
-const ERRNO_NAMES = new Map<number, string>();
-for (const [name, num] of Object.entries(osConstants.errno)) {
-  // Prefer the names composefs and the kernel docs use for aliases.
-  if (!ERRNO_NAMES.has(num) || ["EOPNOTSUPP", "EAGAIN", "EDEADLK"].includes(name)) ERRNO_NAMES.set(num, name);
+// node:os is loaded only when an errno name is needed: loading it costs
+// milliseconds, and the initramfs agent's success path never needs it.
+let osErrno: Record<string, number> | null = null;
+function osErrnoTable(): Record<string, number> {
+  return (osErrno ??= process.getBuiltinModule("node:os").constants.errno as Record<string, number>);
 }
-// A few that Node's table lacks.
-for (const [num, name] of [[61, "ENODATA"], [129, "EKEYREJECTED"], [126, "ENOKEY"], [117, "EUCLEAN"]] as const) {
-  if (!ERRNO_NAMES.has(num)) ERRNO_NAMES.set(num, name);
+
+let errnoNames: Map<number, string> | null = null;
+function errnoNameTable(): Map<number, string> {
+  if (errnoNames !== null) return errnoNames;
+  const names = new Map<number, string>();
+  for (const [name, num] of Object.entries(osErrnoTable())) {
+    // Prefer the names composefs and the kernel docs use for aliases.
+    if (!names.has(num) || ["EOPNOTSUPP", "EAGAIN", "EDEADLK"].includes(name)) names.set(num, name);
+  }
+  // A few that Node's table lacks.
+  for (const [num, name] of [[61, "ENODATA"], [129, "EKEYREJECTED"], [126, "ENOKEY"], [117, "EUCLEAN"]] as const) {
+    if (!names.has(num)) names.set(num, name);
+  }
+  return (errnoNames = names);
 }
 
 export const errno = {
@@ -44,7 +55,7 @@ export const errno = {
 } as const;
 
 export function errnoName(n: number): string {
-  return ERRNO_NAMES.get(n) ?? `errno ${n}`;
+  return errnoNameTable().get(n) ?? `errno ${n}`;
 }
 
 /** A failed syscall. `input` is the path or fd it was about. */
@@ -950,7 +961,7 @@ export function fromNodeError(path: SysPath, call: string, e: unknown): CfsError
   if (e instanceof CfsError) return e;
   const err = e as NodeJS.ErrnoException;
   const code = typeof err?.code === "string" ? err.code : undefined;
-  const num = code !== undefined ? (osConstants.errno as Record<string, number>)[code] : undefined;
+  const num = code !== undefined ? osErrnoTable()[code] : undefined;
   if (num !== undefined) return new SysError(show(path), call, num);
   if (typeof err?.errno === "number" && err.errno !== 0) return new SysError(show(path), call, Math.abs(err.errno));
   throw e;
