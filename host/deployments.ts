@@ -283,10 +283,16 @@ export async function hostStatus(host: Host, repo: Repository | null): Promise<S
     deployments.set(id, { origin: o.origin, image: meta.info, missingVerityAllowed: entry === undefined ? false : entryInsecure(host, entry), softRebootCapable });
   }
   const annotations: Record<string, string> = {};
-  try {
-    const stamp = readFileSync(host.failureStampPath, "utf8").trim();
-    if (stamp !== "") annotations["cfsboot.finalize-error"] = stamp;
-  } catch {}
+  // The last finalize failure: the stamp, or the copy boot-complete moved aside after reporting it.
+  for (const p of [host.failureStampPath, `${host.failureStampPath}.reported`]) {
+    try {
+      const stamp = readFileSync(p, "utf8").trim();
+      if (stamp !== "") {
+        annotations["cfsboot.finalize-error"] = stamp;
+        break;
+      }
+    } catch {}
+  }
   if (bootedEntry !== null) {
     const m = /\+[0-9]+(-[0-9]+)?(?=\.conf$)/i.exec(bootedEntry.fileName);
     if (m) annotations["cfsboot.boot-counter"] = m[0];
