@@ -12,6 +12,9 @@ import { rollbackCommand } from "./rollback.ts";
 import { gcCommand } from "./gc.ts";
 import { containerCommand } from "./container.ts";
 import { sealCommand } from "./seal.ts";
+import { finalizeStagedCommand } from "./finalize-staged.ts";
+import { configDiffCommand } from "./config-diff.ts";
+import { bootCompleteCommand } from "./boot-complete.ts";
 
 export const commands: CommandModule[] = [
   fsverityCommand,
@@ -25,5 +28,8 @@ export const commands: CommandModule[] = [
   rollbackCommand,
   gcCommand,
   sealCommand,
+  finalizeStagedCommand,
+  configDiffCommand,
+  bootCompleteCommand,
   containerCommand,
 ];
