@@ -24,7 +24,7 @@
 
 import { CfsError, describeError } from "../shared/errors.ts";
 import { SETUP_ROOT_CONF_PATH } from "../shared/setuprootconf.ts";
-import { Log } from "./log.ts";
+import { Log, writeFd } from "./log.ts";
 import { OVERLAY_FORMS, type OverlayForm, type SetupOptions, setupRoot } from "./setup.ts";
 
 const USAGE = `usage: cfsboot setup-root [--cmdline FILE] [--sysroot DIR] [--root DIR] [--config FILE]
@@ -95,26 +95,27 @@ export async function runSetupRoot(args: string[]): Promise<number> {
   try {
     parsed = parseArgs(args);
   } catch (e) {
-    process.stderr.write(`cfsboot: setup-root: ${describeError(e)}\n${USAGE}`);
+    writeFd(2, `cfsboot: setup-root: ${describeError(e)}\n${USAGE}`);
     return 2;
   }
   if (parsed.help) {
-    process.stdout.write(USAGE);
+    writeFd(1, USAGE);
     return 0;
   }
   const log = new Log(parsed.log);
-  log.info(`started (${started.toFixed(0)} ms after exec): sysroot ${parsed.opts.sysroot}, root ${parsed.opts.root}`);
+  const cpu = process.cpuUsage();
+  log.info(`started (${started.toFixed(0)} ms after exec, CPU ${((cpu.user + cpu.system) / 1000).toFixed(0)} ms): sysroot ${parsed.opts.sysroot}, root ${parsed.opts.root}`);
   try {
     const result = setupRoot(parsed.opts, log);
-    if (parsed.json) process.stdout.write(`${JSON.stringify({ ...result, startupMs: started })}\n`);
+    if (parsed.json) writeFd(1, `${JSON.stringify({ ...result, startupMs: started })}\n`);
     return 0;
   } catch (e) {
     const line = e instanceof CfsError ? describeError(e) : `internal error: ${describeError(e)}`;
     // The console shows stderr (StandardError=journal+console): always one clear line there,
     // and the same in the kernel log next to the steps.
     if (!log.toStderr) log.error(`FAILED: ${line}`);
-    process.stderr.write(`cfsboot: setup-root: ${line}\n`);
-    if (!(e instanceof CfsError) && process.env.CFSBOOT_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+    writeFd(2, `cfsboot: setup-root: ${line}\n`);
+    if (!(e instanceof CfsError) && process.env.CFSBOOT_DEBUG && e instanceof Error) writeFd(2, `${e.stack}\n`);
     return 1;
   } finally {
     log.close();

@@ -328,7 +328,8 @@ describe.runIf(ok)("a deployment boots", () => {
     for (const l of lines) expect(l).toMatch(/^<[0-7]>cfsboot-setup-root: /);
     const steps = lines.filter((l) => /\(\d+(\.\d+)? ms\)$/.test(l));
     expect(steps.map((l) => l.replace(/^<6>cfsboot-setup-root: /, "").split(/[ :]/)[0])).toEqual(["repository", "image", "state", "EROFS", "overlay", "root", "/sysroot"]);
-    expect(lines.at(-1)).toMatch(new RegExp(`^<6>cfsboot-setup-root: mounted composefs:${f.s.image.digest} at .* in \\d+(\\.\\d+)? ms$`));
+    expect(lines.at(-1)).toMatch(new RegExp(`^<6>cfsboot-setup-root: mounted composefs:${f.s.image.digest} at .* in \\d+(\\.\\d+)? ms \\(CPU \\d+(\\.\\d+)? ms\\)$`));
+    expect(lines.find((l) => l.includes(": image "))).toMatch(/digest checked in userspace \(\d+(\.\d+)? ms\)/);
   });
 
   test("a missing object breaks only the file that needs it, on access", () => {
