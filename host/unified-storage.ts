@@ -65,7 +65,8 @@ export function storageRef(s: UnifiedStorage, name: string): string {
  */
 const PRIVATE_NS = ["--mount", "--propagation", "private", "--"];
 
-function podmanArgs(s: UnifiedStorage): string[] {
+/** podman's global options for this storage (`podman <these> images` lists what cfsboot pulled). */
+export function podmanArgs(s: UnifiedStorage): string[] {
   return ["--root", s.root, "--runroot", runRootOf(s), "--storage-driver", driverOf(s)];
 }
 
