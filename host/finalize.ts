@@ -79,8 +79,8 @@ export const MESSAGE_ID = {
   finalizeFailed: "e04a6c8d3b1f4792a5d8c7e6b2f19a30",
 } as const;
 
-/** Where `boot-complete` moves the stamp once reported (status keeps showing it), under state/cfsboot/. */
-export const REPORTED_NAME = "finalize-failure.reported";
+/** Where `boot-complete` moves the stamp once reported (status keeps showing it): `<stamp>.reported`. */
+export const reportedStampPath = (host: Host): string => `${host.failureStampPath}.reported`;
 
 export type Log = (line: string, fields?: Record<string, string | number>) => void;
 
@@ -352,7 +352,7 @@ export function writeFailureStamp(host: Host, message: string): void {
 
 function clearFailureStamp(host: Host): void {
   removeAtomic(host.failureStampPath);
-  removeAtomic(`${host.cfsbootPath}/${REPORTED_NAME}`);
+  removeAtomic(reportedStampPath(host));
 }
 
 /**
@@ -367,16 +367,14 @@ export function takeFailureStamp(host: Host): string | null {
     if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
     throw sys.fromNodeError(host.failureStampPath, "read", e);
   }
-  mkdirp(host.cfsbootPath, 0o755);
-  renameSync(host.failureStampPath, `${host.cfsbootPath}/${REPORTED_NAME}`);
+  renameSync(host.failureStampPath, reportedStampPath(host));
   sys.fsyncPath(host.statePath);
-  sys.fsyncPath(host.cfsbootPath);
   return text === "" ? "(no message)" : text;
 }
 
 /** The last finalize error: the stamp, or the one boot-complete already reported; null when none. */
 export function lastFinalizeError(host: Host): string | null {
-  for (const p of [host.failureStampPath, `${host.cfsbootPath}/${REPORTED_NAME}`]) {
+  for (const p of [host.failureStampPath, reportedStampPath(host)]) {
     try {
       const t = readFileSync(p, "utf8").trim();
       if (t !== "") return t;
