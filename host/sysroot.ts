@@ -27,7 +27,7 @@
 // names; on a booted host the source of the `/` mount (`composefs:<hex>`)
 // must agree and wins (soft reboots).
 
-import { closeSync, existsSync, openSync, readFileSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants as fsConstants, existsSync, openSync, readFileSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import type { Argv } from "yargs";
 
@@ -37,6 +37,7 @@ import { type ComposefsKarg, parseComposefsKarg, parseRootMountSource, splitCmdl
 import * as sys from "../shared/sys.ts";
 import { writeFileAtomic } from "./atomic.ts";
 import { isDirectory, mkdirp } from "./fsops.ts";
+import { reexecInMountNamespace } from "./tools.ts";
 
 export const SYSTEM_SYSROOT = "/sysroot";
 export const ALGORITHM = "sha512" as const;
@@ -323,13 +324,19 @@ export class Host {
    * repeating the message every 3 seconds as ostree does.
    */
   async lock(): Promise<SysrootLock> {
-    mkdirp(this.cfsbootPath, 0o755);
     const path = `${this.cfsbootPath}/lock`;
     let fd: number;
     try {
+      mkdirp(this.cfsbootPath, 0o755);
       fd = openSync(path, "a", 0o600);
     } catch (e) {
-      throw sys.fromNodeError(path, "open", e);
+      // A read-only physical root (upgrade --check on a booted host): lock the file if it exists, else nobody can write.
+      if (!sys.isErrno(e, "EROFS") && (e as NodeJS.ErrnoException).code !== "EROFS") throw sys.fromNodeError(path, "open", e);
+      try {
+        fd = openSync(path, "r");
+      } catch {
+        return new SysrootLock(-1);
+      }
     }
     for (let first = true; ; first = false) {
       try {
@@ -370,6 +377,31 @@ export class SysrootLock {
     } catch {}
     this.fd = -1;
   }
+}
+
+/** The physical root is mounted read-only (EROFS on a write test). */
+export function sysrootReadOnly(host: Host): boolean {
+  try {
+    accessSync(host.root, fsConstants.W_OK);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EROFS";
+  }
+}
+
+/**
+ * On a booted host /sysroot is mounted read-only: re-run this command in a
+ * private mount namespace and remount it read-write there (bootc does the
+ * same). Returns the exit status when this process is done (the child did
+ * the work), or null when the caller should go on (directory hosts, an
+ * already writable root, or the re-executed child).
+ */
+export function writableSysroot(host: Host): number | null {
+  if (host.directory || !sysrootReadOnly(host)) return null;
+  const status = reexecInMountNamespace();
+  if (status !== null) return status;
+  sys.mount(null, host.root, null, sys.MS_REMOUNT | sys.MS_BIND, null);
+  return null;
 }
 
 /** Run `fn` holding the host lock. */

@@ -11,7 +11,7 @@ import { writeStdout } from "../atomic.ts";
 import { formatHostGcReport, hostGc, migratePrefixesQuietly } from "../hostgc.ts";
 import { Repository } from "../repo.ts";
 import { exists } from "../fsops.ts";
-import { Host, type HostArgs, hostOptions, withLock } from "../sysroot.ts";
+import { Host, type HostArgs, hostOptions, withLock, writableSysroot } from "../sysroot.ts";
 
 interface Args extends HostArgs {
   "dry-run"?: boolean;
@@ -23,6 +23,8 @@ export const gcCommand = defineCommand<Args>({
   builder: (y: Argv) => hostOptions(y).option("dry-run", { alias: "n", type: "boolean", describe: "only show what would be removed" }) as unknown as Argv<Args>,
   handler: async (args) => {
     const host = new Host(args);
+    const ns = args["dry-run"] ? null : writableSysroot(host);
+    if (ns !== null) return ns;
     await withLock(host, async () => {
       if (!args["dry-run"]) migratePrefixesQuietly(host);
       const repo = exists(`${host.repoPath}/meta.json`) ? Repository.open(host.repoPath, { writable: !args["dry-run"] }) : null;

@@ -11,7 +11,7 @@ import { defineCommand } from "../cli.ts";
 import { normalizeImgref } from "../deploy.ts";
 import { type SourceArgs, outLine, sourceFrom, sourceOptions } from "../hostcli.ts";
 import { upgradeOrSwitch } from "../stage.ts";
-import { Host, type HostArgs, hostOptions } from "../sysroot.ts";
+import { Host, type HostArgs, hostOptions, writableSysroot } from "../sysroot.ts";
 
 interface Args extends HostArgs, SourceArgs {
   imgref: string;
@@ -27,6 +27,10 @@ export const switchCommand = defineCommand<Args>({
       .positional("imgref", { type: "string", describe: "image reference (docker://…, oci:…, or a registry name)" })
       .option("transport", { type: "string", describe: "transport of a reference without one (default registry)" })
       .option("apply", { type: "boolean", describe: "reboot after staging" }) as unknown as Argv<Args>,
-  handler: async (args) =>
-    upgradeOrSwitch(new Host(args), { mode: "switch", target: normalizeImgref(String(args.imgref), args.transport), apply: args.apply ?? false, source: sourceFrom(args), out: outLine }),
+  handler: async (args) => {
+    const host = new Host(args);
+    const ns = writableSysroot(host);
+    if (ns !== null) return ns;
+    return upgradeOrSwitch(host, { mode: "switch", target: normalizeImgref(String(args.imgref), args.transport), apply: args.apply ?? false, source: sourceFrom(args), out: outLine });
+  },
 });

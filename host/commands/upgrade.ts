@@ -11,7 +11,7 @@ import type { Argv } from "yargs";
 import { defineCommand } from "../cli.ts";
 import { type SourceArgs, outLine, sourceFrom, sourceOptions } from "../hostcli.ts";
 import { upgradeOrSwitch } from "../stage.ts";
-import { Host, type HostArgs, hostOptions } from "../sysroot.ts";
+import { Host, type HostArgs, hostOptions, writableSysroot } from "../sysroot.ts";
 
 interface Args extends HostArgs, SourceArgs {
   check?: boolean;
@@ -28,6 +28,10 @@ export const upgradeCommand = defineCommand<Args>({
       .option("apply", { type: "boolean", describe: "reboot after staging" })
       .option("download-only", { type: "boolean", describe: "stage, but do not apply at shutdown (finalization locked)" })
       .conflicts("check", "apply") as unknown as Argv<Args>,
-  handler: async (args) =>
-    upgradeOrSwitch(new Host(args), { mode: "upgrade", check: args.check ?? false, apply: args.apply ?? false, downloadOnly: args["download-only"] ?? false, source: sourceFrom(args), out: outLine }),
+  handler: async (args) => {
+    const host = new Host(args);
+    const ns = args.check ? null : writableSysroot(host);
+    if (ns !== null) return ns;
+    return upgradeOrSwitch(host, { mode: "upgrade", check: args.check ?? false, apply: args.apply ?? false, downloadOnly: args["download-only"] ?? false, source: sourceFrom(args), out: outLine });
+  },
 });
