@@ -216,3 +216,18 @@ export function specListing(spec: TreeSpec, mtime: number): Listing {
   }
   return Object.fromEntries(Object.entries(out).sort(([a], [b]) => (a < b ? -1 : 1)));
 }
+
+/** The listing a merge result (an in-memory EtcTree, e.g. applyPlan's) must have on disk. */
+export function treeListing(t: Map<string, import("../../shared/etcmerge.ts").EtcNode>): Listing {
+  const out: Listing = {};
+  for (const p of [...t.keys()].sort((a, b) => (a < b ? -1 : 1))) {
+    const n = t.get(p)!;
+    const x = xattrText(n.xattrs);
+    const mt = n.mtime?.sec ?? "?";
+    const common = `mode=${(n.mode & 0o7777).toString(8)} uid=${n.uid} gid=${n.gid} mtime=${mt} x=[${x}]`;
+    if (n.kind === "dir") out[p] = `dir ${common}`;
+    else if (n.kind === "file") out[p] = `file ${common} nlink=1 sha256=${n.sha256}`;
+    else out[p] = `link uid=${n.uid} gid=${n.gid} mtime=${mt} x=[${x}] -> ${Buffer.from(n.target).toString("latin1")}`;
+  }
+  return out;
+}
