@@ -292,6 +292,8 @@ export function layerCompression(mediaType: string): Compression | null {
   switch (mediaType) {
     case MEDIA_TYPE.ociLayer:
     case "application/vnd.oci.image.layer.nondistributable.v1.tar":
+    // Uncompressed Docker layers as containers-image writes them (skopeo --format v2s2).
+    case "application/vnd.docker.image.rootfs.diff.tar":
       return "none";
     case MEDIA_TYPE.ociLayerGzip:
     case "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip":
