@@ -13,9 +13,11 @@ import { join } from "node:path";
 import { spawnSync } from "node:child_process";
 
 import { canRun, hasTool, isRoot } from "../helpers/env.ts";
-import { buildImage, pushImage, skopeo, insecurePolicy, sha256, type BuiltImage, type ImageSpec } from "../helpers/oci-image.ts";
+import { buildImage, buildIndex, pushImage, skopeo, insecurePolicy, sha256, type BuiltImage, type ImageSpec } from "../helpers/oci-image.ts";
 import { startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { cfsboot, ensureExe, mountCompare, parsePullOutput, umociReference } from "../helpers/pull-env.ts";
+import { Repository } from "../../host/repo.ts";
+import { fetchManifestAndConfig } from "../../host/pull.ts";
 
 const cap = new Uint8Array([0x00, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 const fileContexts = [
@@ -217,6 +219,26 @@ describe("repo pull", () => {
     expect(repoState(repo)).toEqual(stateBefore);
   }, 60_000);
 
+  test("fetchManifestAndConfig: what an update would download, without storing anything", async () => {
+    if (!canRun(ok, "needs skopeo, docker-registry, openssl and htpasswd")) return;
+    const opts = { credentials: { username: reg!.user, password: reg!.password }, certDir: reg!.caDir };
+    const full = Repository.open(join(work, "repo-docker"));
+    const empty = Repository.open(newRepo("repo-check"));
+    try {
+      const a = await fetchManifestAndConfig(reg!.ref("test/os", "v1"), { ...opts, repo: full });
+      expect([a.manifestDigest, a.configDigest, a.downloadSize, a.missingLayers]).toEqual([img.manifestDigest, img.configDigest, 0, []]);
+      const before = repoState(empty.path);
+      const b = await fetchManifestAndConfig(reg!.ref("test/os", "v1"), { ...opts, repo: empty });
+      expect(b.downloadSize).toBe(img.layers.reduce((n, l) => n + l.size, 0));
+      expect(b.missingLayers).toEqual(img.layers.map((l) => l.diffId));
+      expect(b.config.labels["containers.bootc"]).toBe("1");
+      expect(repoState(empty.path)).toEqual(before);
+    } finally {
+      full.close();
+      empty.close();
+    }
+  }, 60_000);
+
   test("oci:, oci-archive: and pull by digest give the same image ids", async () => {
     if (!canRun(ok && hasTool("skopeo"), "needs skopeo")) return;
     const a = newRepo("repo-oci");
@@ -256,6 +278,27 @@ describe("repo pull", () => {
     expect(out.boot).toBe(parsePullOutput((await cfsboot(["repo", "--repo", ref, "pull", `oci:${join(work, "layout")}:latest`, "img", "--bootable"])).stdout).boot);
     expect(readdirSync(work).filter((n) => n.startsWith("cfsboot-cstor-"))).toEqual([]);
     await fsckClean(repo);
+  }, 120_000);
+
+  test("a Docker schema 2 image and a multi-platform index give the same tree as the OCI image", async () => {
+    if (!canRun(ok, "needs skopeo, docker-registry, openssl and htpasswd")) return;
+    // skopeo converts to Docker media types (manifest and config change, layers stay). Docker
+    // images have no zstd: the same tars with gzip instead (same diff_ids).
+    const src = join(work, "layout-for-docker");
+    buildImage(src, { ...spec, layers: spec.layers.map((l) => ({ ...l, compression: l.compression === "zstd" ? "gzip" : l.compression })) }, { tag: "latest" });
+    await skopeo(["--policy", insecurePolicy(work), "copy", "--quiet", "--format", "v2s2", "--dest-cert-dir", reg!.caDir, "--dest-creds", reg!.creds, `oci:${src}:latest`, reg!.ref("test/docker", "v1")]);
+    const d = newRepo("repo-v2s2");
+    const out = await pullInto(d, reg!.ref("test/docker", "v1"), ["d", "--bootable", "--creds", reg!.creds, "--cert-dir", reg!.caDir]);
+    const m = JSON.parse((await cfsboot(["repo", "--repo", d, "inspect", "--manifest", "d"])).stdout);
+    expect(m.mediaType).toBe("application/vnd.docker.distribution.manifest.v2+json");
+    expect(out.manifest).not.toBe(img.manifestDigest);
+    expect(out.boot).toBe(pulled.get("docker")!.boot);
+    // An index for two platforms: the host's is picked (the arm64 one has other content).
+    const idx = join(work, "layout-index");
+    buildIndex(idx, [{ ...spec, architecture: "arm64", variant: "v8", layers: [{ entries: [{ type: "dir", path: "usr" }, { type: "file", path: "usr/arm", content: "arm" }] }] }, { ...spec, architecture: "amd64" }], { tag: "multi" });
+    const i = newRepo("repo-index");
+    const outI = await pullInto(i, `oci:${idx}:multi`, ["m", "--bootable"]);
+    if (process.arch === "x64") expect(outI.boot).toBe(pulled.get("docker")!.boot);
   }, 120_000);
 
   test("the mounted image equals umoci's unpack of the same image, file by file", async () => {
