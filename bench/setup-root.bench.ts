@@ -220,7 +220,7 @@ const list: Benchmark[] = [
     runs: 9,
     skip,
     setup: setupAndReport,
-    limits: "Bun start-up (~60 % of our time); mount(8) does no digest check, no meta.json, no state checks",
+    limits: "Bun start-up (exec → JS) is most of our time; mount(8) checks nothing (no digest, meta.json, kargs or state)",
     ours: { label: "cfsboot setup-root", argv: agentArgv(cfsboot()) },
     reference: { label: "mount(8) ×5", argv: mountArgv },
     check: exitZero,
