@@ -17,7 +17,11 @@ import { buildImage, buildIndex, pushImage, skopeo, insecurePolicy, sha256, type
 import { startRegistry, type TestRegistry } from "../helpers/registry.ts";
 import { cfsboot, ensureExe, mountCompare, parsePullOutput, umociReference } from "../helpers/pull-env.ts";
 import { Repository } from "../../host/repo.ts";
-import { fetchManifestAndConfig } from "../../host/pull.ts";
+import { fetchManifestAndConfig, imageBootResources, imageTree } from "../../host/pull.ts";
+import { toHex } from "../../shared/bytes.ts";
+import { writeErofs } from "../../shared/erofs/writer.ts";
+import { fsverityDigest } from "../../shared/fsverity.ts";
+import { lookup, type Dir } from "../../shared/tree.ts";
 
 const cap = new Uint8Array([0x00, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
 const fileContexts = [
@@ -263,6 +267,21 @@ describe("repo pull", () => {
     await fsckClean(a);
     await fsckClean(b);
   }, 120_000);
+
+  test("library: boot resources, boot type and the image tree of a stored image", async () => {
+    const repo = Repository.open(join(work, "repo-oci"));
+    try {
+      const { resources, bootType } = await imageBootResources(repo, "img");
+      expect(bootType).toBe("bls");
+      expect(resources.map((r) => (r.kind === "kernel" ? `${r.kver} ${r.initramfs !== null} ${r.osRelease !== null}` : r.kind))).toEqual(["6.1.0-test true true"]);
+      const { tree } = await imageTree(repo, `@${img.manifestDigest}`, { bootable: true });
+      expect((lookup(tree, "/boot") as Dir).entries.size).toBe(0);
+      expect(lookup(tree, "/etc/old")).toBeUndefined();
+      expect(toHex(fsverityDigest(writeErofs(tree, { version: 1 }), "sha512"))).toBe(pulled.get("docker")?.boot ?? toHex(fsverityDigest(writeErofs(tree, { version: 1 }), "sha512")));
+    } finally {
+      repo.close();
+    }
+  });
 
   test("containers-storage: (skopeo, vfs store) gives the same image ids", async () => {
     if (!canRun(isRoot && hasTool("skopeo"), "needs root and skopeo (containers-storage with the vfs driver)")) return;
