@@ -540,7 +540,8 @@ export function setupRoot(opts: SetupOptions, log: Log): SetupResult {
     try {
       objectsFd = undo.fd(sys.openat2(repoFd, "objects", sys.O_PATH | sys.O_DIRECTORY, { resolve: sys.RESOLVE_BENEATH | sys.RESOLVE_NO_SYMLINKS }), "objects");
     } catch (e) {
-      if (sys.isErrno(e, "ENOENT", "ENOTDIR", "ELOOP")) throw new CfsError(`${repoPath}/objects`, "missing (expected the object store directory)");
+      if (sys.isErrno(e, "ELOOP")) throw new CfsError(`${repoPath}/objects`, "is a symbolic link (expected the object store directory)");
+      if (sys.isErrno(e, "ENOENT", "ENOTDIR")) throw new CfsError(`${repoPath}/objects`, "missing (expected the object store directory)");
       throw e;
     }
     done(`state ${statePath}: /etc ${mounts.etc}, /var ${mounts.var}${mounts.rootTransient ? ", transient root" : ""}`);
