@@ -49,7 +49,6 @@ import { LayerApplier, readLayerStream, INLINE_MAX, DEFAULT_MAX_FILE_SIZE } from
 import {
   MEDIA_TYPE,
   checkImageLayers,
-  formatImageRef,
   formatPullOutput,
   isImageConfigMediaType,
   parseImageConfig,
@@ -68,6 +67,7 @@ import {
   type RegistryRef,
 } from "../shared/oci.ts";
 import type { ErofsVersion } from "../shared/repometa.ts";
+import type { UnifiedStorage } from "./unified-storage.ts";
 import { CONTENT_TYPE, SplitStreamWriter } from "../shared/splitstream.ts";
 import { TarReader } from "../shared/tar.ts";
 import { cloneTree, type Dir, type Leaf } from "../shared/tree.ts";
@@ -110,6 +110,12 @@ export interface SourceOptions {
   platform?: Platform;
   /** Environment for auth lookups (default process.env). */
   env?: Record<string, string | undefined>;
+  /**
+   * Unified storage (bootc PR 2044): registry images are pulled with podman
+   * into containers-storage and imported from there (host/unified-storage.ts);
+   * `true` = `<repository>/bootc/storage`. Only pulls use it, not update checks.
+   */
+  unifiedStorage?: boolean | UnifiedStorage;
 }
 
 export interface PullOptions extends SourceOptions {
@@ -162,6 +168,8 @@ export interface ImageSource {
   /** Stream a blob; the digest (and size) are checked at the end, which throws on a mismatch. */
   openBlob(desc: Descriptor): AsyncIterable<Uint8Array>;
   readBlob(desc: Descriptor, maxSize: number): Promise<Uint8Array>;
+  /** How a layer blob comes from this source, when not as the manifest's media type says. */
+  layerCompression?(desc: Descriptor): Compression;
   close(): Promise<void>;
 }
 
@@ -261,7 +269,7 @@ function run(cmd: string, args: string[], input: string): Promise<string> {
   });
 }
 
-/** containers-storage: copy with skopeo into a temporary OCI layout (skopeo strips "sha256:" from ids itself badly: issue 2750). */
+/** containers-storage: copy with skopeo into a temporary OCI layout (image ids go to skopeo without "sha256:", skopeo issue 2750). */
 async function openStorageSource(ref: Extract<ImageRef, { transport: "containers-storage" }>, name: string): Promise<ImageSource> {
   const tmp = mkdtempSync(join(storageTmpRoot(), "cfsboot-cstor-"));
   const cleanup = () => rmSync(tmp, { recursive: true, force: true });
@@ -294,8 +302,9 @@ export async function openImageSource(imgref: string, opts: SourceOptions = {}):
 // ---- decompression ------------------------------------------------------------------------
 
 /** Resolves when a writable stream drains, closes or fails (listeners removed either way). */
-function drained(z: NodeJS.WritableStream & NodeJS.EventEmitter): Promise<void> {
+function drained(z: NodeJS.WritableStream & NodeJS.EventEmitter & { destroyed?: boolean }): Promise<void> {
   return new Promise((resolve) => {
+    if (z.destroyed) return resolve();
     const done = () => {
       z.off("drain", done);
       z.off("close", done);
@@ -318,14 +327,16 @@ export async function* decompress(src: AsyncIterable<Uint8Array>, comp: Compress
   const z = comp === "gzip" ? zlib.createGunzip({ chunkSize: 1 << 20 }) : zlib.createZstdDecompress({ chunkSize: 1 << 20 });
   let srcError: unknown = null;
   let zError: unknown = null;
+  // Set when the consumer stops early (an error further down): the feeder stops reading the source.
+  let stopped = false;
   z.on("error", (e) => (zError ??= e));
   const feeder = (async () => {
     try {
       for await (const c of src) {
-        if (zError !== null) return;
+        if (stopped || zError !== null) return;
         if (!z.write(c)) await drained(z);
       }
-      z.end();
+      if (!stopped) z.end();
     } catch (e) {
       srcError = e;
       z.destroy();
@@ -336,6 +347,7 @@ export async function* decompress(src: AsyncIterable<Uint8Array>, comp: Compress
   } catch (e) {
     zError ??= e;
   } finally {
+    stopped = true;
     z.destroy();
     await feeder;
   }
@@ -825,11 +837,20 @@ function timer(): (phase: string) => void {
 }
 
 /** Pull an image into the repository (see the module comment for the order of effects). */
+/** The source a pull reads: unified storage for registry images when asked, else the reference's own. */
+async function openPullSource(repo: Repository, imgref: string, opts: PullOptions): Promise<ImageSource> {
+  if (opts.unifiedStorage && parseImageRef(imgref).transport === "registry") {
+    const { openUnifiedSource, storageOfRepo } = await import("./unified-storage.ts");
+    return openUnifiedSource(imgref, opts.unifiedStorage === true ? storageOfRepo(repo.path) : opts.unifiedStorage, opts);
+  }
+  return openImageSource(imgref, opts);
+}
+
 export async function pullImage(repo: Repository, imgref: string, opts: PullOptions = {}): Promise<PullResult> {
   repo.requireWritable();
   const tick = timer();
   const tag = opts.tag ?? imgref;
-  const source = await openImageSource(imgref, opts);
+  const source = await openPullSource(repo, imgref, opts);
   tick("open source");
   const progress = new PullProgress(opts.progress ?? (process.stderr.isTTY === true && !process.env.CFSBOOT_NO_PROGRESS));
   try {
@@ -895,7 +916,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
           const blob = counted(source.openBlob(desc), (n) => {
             bar.update(n);
           });
-          const r = await importLayer(repo, blob, comps[i]!, diffId, { name: `${imgref}: layer ${desc.digest}`, pool });
+          const r = await importLayer(repo, blob, source.layerCompression?.(desc) ?? comps[i]!, diffId, { name: `${imgref}: layer ${desc.digest}`, pool });
           layerIds.set(diffId, r.streamId);
           stats.objectsCopied += r.stats.objectsCopied;
           stats.objectsAlreadyPresent += r.stats.objectsAlreadyPresent;
@@ -1017,4 +1038,3 @@ export async function inspectImage(repo: Repository, img: string): Promise<strin
   return JSON.stringify(out, null, 2) + "\n";
 }
 
-export { formatImageRef };
