@@ -5,6 +5,7 @@
 //                       /etc/ostree/auth.json lookup for root, else the containers lookup)
 //   --cert-dir DIR      CA certificates (*.crt) and client certificate (*.cert/*.key)
 //   --tls-verify=false  do not verify the registry's certificate
+//   --unified-storage   pull with podman into composefs/bootc/storage, import from there
 
 import type { Argv } from "yargs";
 
@@ -16,13 +17,15 @@ export interface SourceArgs {
   authfile?: string;
   "cert-dir"?: string;
   "tls-verify"?: boolean;
+  "unified-storage"?: boolean;
 }
 
 export function sourceOptions<T>(y: Argv<T>): Argv<T & SourceArgs> {
   return y
     .option("authfile", { type: "string", describe: "containers auth.json for the registry" })
     .option("cert-dir", { type: "string", describe: "directory of CA certificates (*.crt) and client certificate (*.cert/*.key)" })
-    .option("tls-verify", { type: "boolean", describe: "verify the registry's TLS certificate (--tls-verify=false to skip)" }) as unknown as Argv<T & SourceArgs>;
+    .option("tls-verify", { type: "boolean", describe: "verify the registry's TLS certificate (--tls-verify=false to skip)" })
+    .option("unified-storage", { type: "boolean", describe: "pull registry images with podman into <sysroot>/composefs/bootc/storage and import them from there" }) as unknown as Argv<T & SourceArgs>;
 }
 
 export function sourceFrom(args: SourceArgs): SourceOptions {
@@ -31,6 +34,7 @@ export function sourceFrom(args: SourceArgs): SourceOptions {
   if (auth !== undefined) o.authFile = auth;
   if (args["cert-dir"] !== undefined) o.certDir = args["cert-dir"];
   if (args["tls-verify"] !== undefined) o.tlsVerify = args["tls-verify"];
+  if (args["unified-storage"]) o.unifiedStorage = true;
   return o;
 }
 
