@@ -264,6 +264,9 @@ export async function hostStatus(host: Host, repo: Repository | null): Promise<S
     throw e;
   }
   const warnings = [...st.problems];
+  for (const id of listStateDirs(host)) {
+    if (!st.ids.includes(id)) warnings.push(`state directory ${host.stateDir(id)} is not named by any boot entry (an orphan; \`cfsboot gc\` removes it)`);
+  }
   const deployments = new Map<string, DeploymentInfo>();
   const bootedOrigin = st.booted === null ? null : (st.origins.get(st.booted.id)?.origin ?? null);
   const bootedEntry = st.bootedEntry;

@@ -194,6 +194,23 @@ describe("boot entries and the ESP", () => {
     expect(entryFiles(join(h.esp, "loader/entries")).length).toBe(2);
   });
 
+  test("an orphan state directory (a staged deployment forgotten at reboot): status reports it, gc removes it", () => {
+    const h = copyHost(one, "orphan");
+    works(cfs(["upgrade", ...hostArgs(h)], env)); // os:latest is v2 now
+    const staged = readdirSync(join(h.root, "state/deploy")).filter((n) => n !== id1);
+    expect(staged.length).toBe(1);
+    // Reboot without finalize: /run is gone, the staged entries stay behind.
+    rmSync(join(h.root, "run"), { recursive: true });
+    const s = works(cfs(["status", "--format=json", ...hostArgs(h)], env));
+    expect(s.stderr).toContain(`state directory ${join(h.root, "state/deploy", staged[0]!)} is not named by any boot entry`);
+    expect(JSON.parse(s.stdout).status.staged).toBeNull();
+    const g = works(cfs(["gc", ...hostArgs(h)], env));
+    expect(g.stdout).toContain(`Removed stale staged state ${join(h.esp, "loader/entries.staged")}`);
+    expect(g.stdout).toContain(`Removed state directory ${join(h.root, "state/deploy", staged[0]!)}`);
+    expect(readdirSync(join(h.root, "state/deploy"))).toEqual([id1]);
+    expect(existsSync(join(h.esp, "loader/entries.staged"))).toBe(false);
+  });
+
   test("a missing ESP: a clear error from status, upgrade and rollback", () => {
     const h = copyHost(one, "noesp");
     const args = ["--sysroot", h.root, "--esp", join(h.esp, "gone"), "--booted-cmdline", h.cmdline];
