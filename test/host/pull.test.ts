@@ -11,6 +11,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, 
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { spawnSync } from "node:child_process";
+import { gzipSync } from "node:zlib";
 
 import { canRun, hasTool, isRoot } from "../helpers/env.ts";
 import { buildImage, buildIndex, pushImage, skopeo, insecurePolicy, sha256, type BuiltImage, type ImageSpec } from "../helpers/oci-image.ts";
@@ -424,6 +425,24 @@ describe("repo pull: bad input fails on one line, exit 1, nothing referenced or 
     for (const x of [tar, cfgBytes, mBytes]) writeFileSync(join(dir, "blobs/sha256", sha256(x).slice(7)), x);
     writeFileSync(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(mBytes), size: mBytes.length }] }));
     await expectRefused(`oci:${dir}`, /truncated/);
+  });
+
+  test("a bad tar header in the middle of a valid gzip blob (the decompressor is stopped, no hang)", async () => {
+    const dir = join(work, "layout-badheader");
+    const b = buildImage(dir, { layers: [{ compression: "none", entries: [{ type: "dir", path: "usr" }, { type: "file", path: "usr/a", size: 1000 }, { type: "file", path: "usr/b", size: 3_000_000 }] }] }, { tag: "latest" });
+    const tar = new Uint8Array(b.layers[0]!.tar);
+    tar.fill(0x41, 2048, 2048 + 512); // usr/b's header
+    const gz = new Uint8Array(gzipSync(tar, { level: 1 }));
+    const cfg = JSON.parse(Buffer.from(b.config).toString());
+    cfg.rootfs.diff_ids = [sha256(tar)];
+    const cfgBytes = Buffer.from(JSON.stringify(cfg));
+    const m = JSON.parse(Buffer.from(b.manifest).toString());
+    m.layers[0] = { mediaType: "application/vnd.oci.image.layer.v1.tar+gzip", digest: sha256(gz), size: gz.length };
+    m.config = { ...m.config, digest: sha256(cfgBytes), size: cfgBytes.length };
+    const mBytes = Buffer.from(JSON.stringify(m));
+    for (const x of [gz, cfgBytes, mBytes]) writeFileSync(join(dir, "blobs/sha256", sha256(x).slice(7)), x);
+    writeFileSync(join(dir, "index.json"), JSON.stringify({ schemaVersion: 2, manifests: [{ mediaType: "application/vnd.oci.image.manifest.v1+json", digest: sha256(mBytes), size: mBytes.length }] }));
+    await expectRefused(`oci:${dir}`, /offset 2048: bad tar header checksum/);
   });
 
   test("manifest with a missing layer blob", async () => {
