@@ -89,6 +89,7 @@ import {
   layerStreamId,
   manifestStreamId,
   sha256Digest,
+  validateTagName,
   type ObjectResult,
   type ObjectWriter,
   type Repository,
