@@ -343,7 +343,10 @@ export async function scanDirectory(source: BStr, opts: ScanOptions = {}): Promi
         }
         if (opts.skipDevices && (type === 0o020000 || type === 0o060000)) continue;
         entries++;
-        if (entries % 4096 === 0) report();
+        if (entries % GC_EVERY === 0) {
+          report();
+          Bun.gc(false);
+        }
 
         // A second link to an inode already read: the same Leaf.
         const key =
@@ -432,6 +435,15 @@ export interface StoreResult {
   verity: boolean | null;
 }
 
+/**
+ * Entries (walk) or objects (store) between requests for a garbage
+ * collection. Both loops allocate little that lives but much that does not
+ * (path buffers, statx views, fd wrappers); Bun's heuristics let that pile
+ * up to several times the live heap (measured on /usr: peak RSS 247 → 159
+ * MiB for /usr/share's store with this).
+ */
+const GC_EVERY = 4096;
+
 /** Which kernel copy methods still look worth trying (they fail per filesystem, not per file). */
 interface CopyMethods {
   reflink: boolean;
@@ -496,6 +508,7 @@ export function fillDigestStore(scan: ScanResult, storeDir: string, opts: StoreO
   let bytesDone = 0;
   let filesDone = 0;
   const methods: CopyMethods = { reflink: true, range: true };
+  let sinceGc = 0;
   try {
     for (const f of scan.external) {
       const c = f.leaf.content as Regular;
@@ -529,6 +542,12 @@ export function fillDigestStore(scan: ScanResult, storeDir: string, opts: StoreO
         continue;
       }
       const verity = writeObject(f, dirfd, rest, objPath, tryVerity, opts.algorithm ?? "sha256", c.digest, methods);
+      // This loop never yields; without a nudge the garbage of each copy (small
+      // buffers, fds' wrappers) piles up for the whole store.
+      if (++sinceGc >= GC_EVERY) {
+        sinceGc = 0;
+        Bun.gc(false);
+      }
       if (verity === false) tryVerity = false;
       if (verity !== null) result.verity = verity;
       result.written++;

@@ -157,6 +157,8 @@ export const mkcomposefsCommand = defineCommand<Args>({
       }
     }
 
+    // The scan's garbage is large next to the tree; free it before the writer allocates.
+    Bun.gc(true);
     const version = resolveVersion(root, min, max);
     const bytes = writeErofs(root, { version });
     if (image !== undefined) writeOutput(image, bytes, { binary: true });
