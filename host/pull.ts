@@ -837,7 +837,6 @@ function timer(): (phase: string) => void {
   };
 }
 
-/** Pull an image into the repository (see the module comment for the order of effects). */
 /** The source a pull reads: unified storage for registry images when asked, else the reference's own. */
 async function openPullSource(repo: Repository, imgref: string, opts: PullOptions): Promise<ImageSource> {
   if (opts.unifiedStorage && parseImageRef(imgref).transport === "registry") {
@@ -847,6 +846,7 @@ async function openPullSource(repo: Repository, imgref: string, opts: PullOption
   return openImageSource(imgref, opts);
 }
 
+/** Pull an image into the repository (see the module comment for the order of effects). */
 export async function pullImage(repo: Repository, imgref: string, opts: PullOptions = {}): Promise<PullResult> {
   repo.requireWritable();
   const tick = timer();
