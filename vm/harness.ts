@@ -8,9 +8,13 @@
 //   espList(disk, "/loader/entries")                    // inspect the ESP after the boot
 //
 // See vm/README.md.
+export * from "./lib/cfs.ts";
+export * from "./lib/demo.ts";
 export * from "./lib/disk.ts";
 export * from "./lib/guest.ts";
 export * from "./lib/initrd.ts";
+export * from "./lib/osimage.ts";
+export * from "./lib/provision.ts";
 export * from "./lib/qemu.ts";
 export * from "./lib/report.ts";
 export * from "./lib/rootfs.ts";
