@@ -126,7 +126,8 @@ function print(o: Outcome): void {
     );
   }
   const goal = o.goal === undefined ? "" : `   goal ≤ ${o.goal.toFixed(2)}: ${o.goalMet ? "met" : "MISSED"}`;
-  w.write(`  ratio ${o.ratio!.toFixed(2)}${goal}\n`);
+  const cpuRatio = o.ours!.cpuMs / o.reference!.cpuMs;
+  w.write(`  ratio ${o.ratio!.toFixed(2)} (wall time)${goal};  cpu-time ratio ${cpuRatio.toFixed(2)} (less sensitive to load)\n`);
   if (o.limits) w.write(`  limited by: ${o.limits}\n`);
 }
 
