@@ -63,6 +63,8 @@ export interface WriteTreeOptions {
   skipExisting?: boolean;
   /** Top-level names to leave out (e.g. `.updated` of /etc). */
   skipTop?: ReadonlySet<BStr>;
+  /** Do not fsync each file: the caller makes the whole tree durable at once (syncfs) before publishing it. */
+  noFsync?: boolean;
 }
 
 const myUid = process.geteuid?.() ?? 0;
@@ -89,7 +91,7 @@ function needChown(node: Node): boolean {
   return node.stat.uid !== myUid || node.stat.gid !== myGid;
 }
 
-function writeRegular(path: BStr, leaf: Leaf, src: ContentSource, name: string): void {
+function writeRegular(path: BStr, leaf: Leaf, src: ContentSource, name: string, fsync: boolean): void {
   const inl = src.inline(leaf);
   let fd: number;
   if (inl === null) {
@@ -116,7 +118,7 @@ function writeRegular(path: BStr, leaf: Leaf, src: ContentSource, name: string):
     fchmodSync(fd, leaf.stat.mode & 0o7777);
     setXattrs(path, leaf, false);
     setTimes(path, leaf);
-    fsyncSync(fd);
+    if (fsync) fsyncSync(fd);
   } catch (e) {
     throw e instanceof CfsError ? e : fsErr(path, "write", e);
   } finally {
@@ -124,11 +126,11 @@ function writeRegular(path: BStr, leaf: Leaf, src: ContentSource, name: string):
   }
 }
 
-function writeLeaf(path: BStr, leaf: Leaf, src: ContentSource, name: string): void {
+function writeLeaf(path: BStr, leaf: Leaf, src: ContentSource, name: string, fsync: boolean): void {
   const c = leaf.content;
   switch (c.type) {
     case "regular":
-      writeRegular(path, leaf, src, name);
+      writeRegular(path, leaf, src, name, fsync);
       return;
     case "symlink":
       try {
@@ -196,7 +198,7 @@ export function writeTree(dir: Dir, dest: BStr, src: ContentSource, label: strin
         }
         continue;
       }
-      writeLeaf(p, node, src, `${label}${r}`);
+      writeLeaf(p, node, src, `${label}${r}`, !opts.noFsync);
       links.set(node, p);
     }
   };
