@@ -122,7 +122,10 @@ export const mtoolsImage = (target: string, offset: number): string => `${target
  * it with mtools; no mount.
  */
 export function writeEsp(target: string, o: { offset: number; size: number; volumeId: string; label?: string; fromDir?: string }): void {
-  runToolSync("mkfs.vfat", ["-F", "32", "-n", o.label ?? "ESP", "-i", o.volumeId, `--offset=${o.offset / 512}`, target, String(o.size / 1024)], { input: `${target}: ESP` });
+  // -I: the target is the whole disk (the ESP is at --offset inside it); on a
+  // block device whose partitions the kernel already sees, mkfs.vfat would
+  // otherwise refuse ("Partitions or virtual mappings on device").
+  runToolSync("mkfs.vfat", ["-I", "-F", "32", "-n", o.label ?? "ESP", "-i", o.volumeId, `--offset=${o.offset / 512}`, target, String(o.size / 1024)], { input: `${target}: ESP` });
   if (o.fromDir === undefined) return;
   const names = readdirSync(o.fromDir).sort();
   if (names.length === 0) return;
