@@ -39,10 +39,11 @@ function errnoNameTable(): Map<number, string> {
     // Prefer the names composefs and the kernel docs use for aliases.
     if (!names.has(num) || ["EOPNOTSUPP", "EAGAIN", "EDEADLK"].includes(name)) names.set(num, name);
   }
-  // A few that Node's table lacks.
-  for (const [num, name] of [[61, "ENODATA"], [129, "EKEYREJECTED"], [126, "ENOKEY"], [117, "EUCLEAN"]] as const) {
+  // A few that Node's table lacks (Bun's also lacks ENOTBLK), and every one this module names.
+  for (const [num, name] of [[61, "ENODATA"], [129, "EKEYREJECTED"], [126, "ENOKEY"], [117, "EUCLEAN"], [15, "ENOTBLK"]] as const) {
     if (!names.has(num)) names.set(num, name);
   }
+  for (const [name, num] of Object.entries(errno)) if (!names.has(num)) names.set(num, name);
   return (errnoNames = names);
 }
 
