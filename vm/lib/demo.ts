@@ -1,7 +1,7 @@
 // The trixie demo fixture the cfsboot VM scenarios (and ./demo) share:
 // demo OS images v1/v2/v3 (BLS) and two sealed-UKI images (format 1, 2),
-// the registry serving them, and the sealed disks installed from them in one
-// installer boot (lib/provision.ts). Everything heavy is cached by content,
+// the registry serving them, and the sealed disks installed from them
+// (install to-disk on the host, cfsboot seal in one sealer boot: lib/provision.ts). Everything heavy is cached by content,
 // so the second test file of a run (and the next run) only starts the
 // registry, pushes and copies disks.
 
@@ -77,7 +77,7 @@ export async function trixieFixture(runDir: string): Promise<TrixieFixture> {
   });
   const sealed = await timed(
     timings,
-    "install sealed disks (installer boot)",
+    "sealed disks: install to-disk (host) + cfsboot seal (sealer boot)",
     () =>
       provisionSealed({
         installer: rootfs, reg, runDir,
@@ -87,7 +87,7 @@ export async function trixieFixture(runDir: string): Promise<TrixieFixture> {
           { kind: "uki2", imgref: guestRef(UKI_NAME, "f2"), manifestDigest: images.uki2.manifestDigest },
         ],
       }),
-    (s) => (s.run ? Object.values(s.disks).map((d) => `${d.kind} ${d.installSeconds.toFixed(0)} s in the guest`).join(", ") : "cached"),
+    (s) => (s.run ? Object.values(s.disks).map((d) => `${d.kind}: install ${d.installSeconds.toFixed(0)} s, seal ${d.sealSeconds.toFixed(0)} s`).join("; ") : "cached"),
   );
   return {
     rootfs, ...images, reg, sealed, timings,

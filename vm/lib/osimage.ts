@@ -73,6 +73,10 @@ export interface DemoPki {
   key: string;
   user: string;
   password: string;
+  /** A --cert-dir holding only ca.crt (for host-side cfsboot commands). */
+  certDir: string;
+  /** containers auth.json with the credentials for GUEST_REGISTRY. */
+  authFile: string;
 }
 
 function openssl(args: string[], cwd: string): void {
@@ -82,7 +86,10 @@ function openssl(args: string[], cwd: string): void {
 /** The long-lived test CA, a server certificate for 127.0.0.1 and the guest's 10.0.2.100, and the registry password. */
 export function demoPki(): DemoPki {
   const dir = join(cacheDir(), "registry-pki");
-  const p: DemoPki = { dir, ca: join(dir, "ca.crt"), cert: join(dir, "server.crt"), key: join(dir, "server.key"), user: "cfsdemo", password: "" };
+  const p: DemoPki = {
+    dir, ca: join(dir, "ca.crt"), cert: join(dir, "server.crt"), key: join(dir, "server.key"), user: "cfsdemo", password: "",
+    certDir: join(dir, "certs"), authFile: join(dir, "auth.json"),
+  };
   const pwFile = join(dir, "password");
   const valid = () =>
     existsSync(p.ca) && existsSync(p.cert) && existsSync(p.key) && existsSync(pwFile) &&
@@ -102,7 +109,18 @@ export function demoPki(): DemoPki {
     renameSync(tmp, dir);
   }
   p.password = readFileSync(pwFile, "utf8").trim();
+  if (!existsSync(join(p.certDir, "ca.crt"))) {
+    mkdirSync(p.certDir, { recursive: true });
+    copyFileSync(p.ca, join(p.certDir, "ca.crt"));
+  }
+  const auth = guestAuthJson(p);
+  if (!existsSync(p.authFile) || readFileSync(p.authFile, "utf8") !== auth) writeAtomic(p.authFile, auth, 0o600);
   return p;
+}
+
+/** containers auth.json for GUEST_REGISTRY (baked into images, given to host-side commands). */
+export function guestAuthJson(p: { user: string; password: string }): string {
+  return JSON.stringify({ auths: { [GUEST_REGISTRY]: { auth: Buffer.from(`${p.user}:${p.password}`).toString("base64") } } }, null, 2) + "\n";
 }
 
 /** docker-registry on 127.0.0.1 with the demo CA and credentials (htpasswd). */
@@ -319,7 +337,11 @@ export function projectFiles() {
   const dracutModule = join(projectDir, "dracut/modules.d/50cfsboot");
   const dracutConf = join(projectDir, "dracut/dracut.conf.d/50-cfsboot.conf");
   if (!existsSync(exe)) throw new Error(`${exe} is missing: build it first (./node_modules/.bin/bun host/build.ts)`);
-  return { exe, dracutModule, dracutConf, finalizeUnit: findFinalizeUnit() };
+  const unitDir = join(projectDir, "systemd");
+  const units = existsSync(unitDir) ? readdirSync(unitDir).filter((n) => n.endsWith(".service")).sort().map((n) => join(unitDir, n)) : [];
+  const finalizeUnit = findFinalizeUnit();
+  if (finalizeUnit && !units.includes(finalizeUnit)) units.push(finalizeUnit);
+  return { exe, dracutModule, dracutConf, finalizeUnit, units };
 }
 
 /** cfsboot-finalize-staged.service wherever the project keeps it (null when it does not exist yet). */
@@ -386,7 +408,15 @@ export async function demoBase(o: DemoOptions): Promise<DemoBase> {
     { path: "/etc/fstab", data: "# cfsboot demo OS: / is the composefs image, /etc and /var come from its state\nPARTLABEL=esp /efi vfat umask=0077 0 2\n", mode: 0o644 },
     { path: "/etc/hostname", data: "cfsdemo\n", mode: 0o644 },
   ];
-  if (f.finalizeUnit) files.push({ path: "/usr/lib/systemd/system/cfsboot-finalize-staged.service", from: f.finalizeUnit, mode: 0o644 });
+  // the project's systemd units (finalize-staged, boot-complete); those with an
+  // [Install] WantedBy=multi-user.target are enabled by a vendor .wants link
+  for (const u of f.units) {
+    const name = u.slice(u.lastIndexOf("/") + 1);
+    files.push({ path: `/usr/lib/systemd/system/${name}`, from: u, mode: 0o644 });
+    if (/^\[Install\][^[]*WantedBy=multi-user\.target/m.test(readFileSync(u, "utf8"))) {
+      files.push({ path: `/usr/lib/systemd/system/multi-user.target.wants/${name}`, symlink: `../${name}` });
+    }
+  }
   if (o.bakedReport) files.push(...bakedReportFiles(o.bakedReport));
   // /sysroot: where the agent puts the physical root (a bootable image must have it)
   const cfsboot = await filesLayer(`cfsboot-${o.rootfs.spec.suite}`, files, ["sysroot"]);
@@ -397,7 +427,7 @@ export async function demoBase(o: DemoOptions): Promise<DemoBase> {
   let registry: Layer | null = null;
   if (o.registry !== false) {
     const pki = demoPki();
-    const auth = JSON.stringify({ auths: { [GUEST_REGISTRY]: { auth: Buffer.from(`${pki.user}:${pki.password}`).toString("base64") } } }, null, 2) + "\n";
+    const auth = guestAuthJson(pki);
     registry = await filesLayer("registry", [
       { path: `/etc/containers/certs.d/${GUEST_REGISTRY}/ca.crt`, from: pki.ca, mode: 0o644 },
       { path: "/etc/ostree/auth.json", data: auth, mode: 0o600 },
