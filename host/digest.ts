@@ -18,8 +18,12 @@
 // fstat size (as `fsverity digest` does); a file that shrinks meanwhile is an
 // error.
 //
-// Thresholds were measured on the 2-core development machine; see the README
-// section "fs-verity".
+// Thresholds, from measurements on the 2-core development machine: a file
+// sent alone to a worker cost ~74 µs (4 KiB) against ~26 µs hashed inline,
+// break-even near 64 KiB, workers ahead from 256 KiB (229 vs 277 µs);
+// batching removes most of the per-file message cost. Splitting pays once a
+// file takes several ms to hash (8 MiB ≈ 5 ms of sha256); 4 MiB ranges keep
+// the message overhead under 1%.
 
 import { closeSync, fstatSync, openSync, readSync, constants as C } from "node:fs";
 import { availableParallelism } from "node:os";
@@ -53,7 +57,7 @@ export type WorkerReply =
   | { id: number; leaves: Uint8Array }
   | { id: number; error: { code: string; message: string } };
 
-// --- tuning (see README "fs-verity") ---------------------------------------
+// --- tuning (see the header) ---------------------------------------------------
 
 /** DigestPool.digestFd: files up to this size are hashed in the calling thread. */
 export const INLINE_MAX = 64 * 1024;
