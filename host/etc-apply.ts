@@ -14,7 +14,8 @@
 // Local nodes (C) are copied from the live /etc the same way (openat2 from
 // its root fd); a file's bytes are hashed while copied and must match the
 // snapshot the plan was made from, so the result is exactly the planned tree
-// or an error. Per created node (§7.3): files are created 0600, then chown,
+// or an error. Durability is the caller's: one syncfs of the filesystem
+// before the tree is exchanged in (thousands of fsyncs cost far more). Per created node (§7.3): files are created 0600, then chown,
 // chmod (after chown, which clears set-id bits), the node's exact xattr set
 // (after chown, which drops security.capability; inherited default ACLs
 // removed), times last; directories get their times after all their
@@ -224,7 +225,6 @@ function createNode(w: Writer, p: BStr, node: EtcNode): void {
         setXattrsFd(fd, node.xattrs, label, w.skipXattr);
         const t = times(node);
         if (t !== null) sys.futimens(fd, t, t, label);
-        sys.fsync(fd, label);
       } finally {
         sys.close(fd);
       }
@@ -260,7 +260,7 @@ function applyDirMeta(w: Writer, dfd: number, name: BStr, node: EtcNode, label: 
   }
 }
 
-/** Set directory times deepest first (after every child was written), then fsync them. */
+/** Set directory times deepest first (after every child was written). */
 function finishDirs(w: Writer, extra: Iterable<[BStr, EtcNode]>): void {
   for (const [p, n] of extra) if (!w.dirTimes.has(p)) w.dirTimes.set(p, n);
   const order = [...w.dirTimes.keys()].sort((a, b) => comparePaths(b, a));
@@ -270,7 +270,6 @@ function finishDirs(w: Writer, extra: Iterable<[BStr, EtcNode]>): void {
     try {
       const t = times(n);
       if (t !== null) sys.futimens(fd, t, t, `${w.t.root}/${p}`);
-      sys.fsync(fd, `${w.t.root}/${p}`);
     } finally {
       sys.close(fd);
     }
@@ -299,7 +298,8 @@ function closeWriter(w: Writer): void {
  * caller), reading local nodes from `currentRoot` (C on disk, snapshot `C`).
  * `result` is the planned tree (applyPlan), used for directory times: every
  * directory whose content changed gets the time of its planned node back.
- * Files and directories written are fsynced; the caller syncs the copy of N.
+ * Nothing is fsynced here: the caller makes the whole tree durable at once
+ * (syncfs) before it publishes it.
  */
 export function applyPlanToCopy(dest: BStr, plan: Plan, C: EtcTree, currentRoot: BStr, result: EtcTree): ApplyStats {
   const w = newWriter(dest, "merged /etc", currentRoot, () => false);

@@ -32,7 +32,9 @@
 // next boot by `cfsboot boot-complete`).
 
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, renameSync } from "node:fs";
+import { basename, dirname } from "node:path";
 
 import { type NamedEntry, entryFileName, entryOsid, parseCounter, withoutCounter } from "../shared/bls.ts";
 import type { BStr } from "../shared/bytes.ts";
@@ -254,16 +256,31 @@ export function formatCounts(c: MergeCounts): string {
 
 /** Remove leftovers of an interrupted merge in a state directory. */
 function cleanLeftovers(stateDir: string): void {
-  for (const n of listDir(stateDir)) if (isLeftover(n) && n.startsWith(".etc.")) removeTree(`${stateDir}/${n}`);
+  // `.etc.tmp-X` (a tree being built, or the old one after the exchange) and `..etc.tmp-X.trash-Y` (being removed)
+  for (const n of listDir(stateDir)) if (isLeftover(n) && n.replace(/^\.+/, "").startsWith("etc.")) removeTree(`${stateDir}/${n}`);
+}
+
+/** CFSBOOT_TIMING=1: phase times on stderr. */
+function timer(): (phase: string) => void {
+  let t = performance.now();
+  const on = process.env.CFSBOOT_TIMING === "1";
+  return (phase) => {
+    const now = performance.now();
+    if (on) process.stderr.write(`timing: ${phase} ${(now - t).toFixed(0)} ms\n`);
+    t = now;
+  };
 }
 
 /**
  * Build the merged /etc of a deployment beside its `etc` and exchange them.
- * Bind: a full tree; overlay: `upper/` (+ an empty `work/`); transient/none:
- * nothing (returns false).
+ * Bind: a full tree; overlay: `upper/` (+ an empty `work/`). The replaced
+ * tree is moved out of the state directory to `state/deploy/.<id>-etc.trash-X`
+ * (a leftover every gc removes) and its path returned, so that deleting its
+ * files need not delay the commit. transient/none: nothing (returns null).
  */
-export function buildAndSwap(stateDir: string, i: MergeInputs, plan: Plan, result: EtcTree): boolean {
-  if (i.newMode === "transient" || i.newMode === "none") return false;
+export function buildAndSwap(stateDir: string, i: MergeInputs, plan: Plan, result: EtcTree): string | null {
+  if (i.newMode === "transient" || i.newMode === "none") return null;
+  const lap = timer();
   cleanLeftovers(stateDir);
   const final = `${stateDir}/etc`;
   const fresh = tempSibling(final);
@@ -271,7 +288,7 @@ export function buildAndSwap(stateDir: string, i: MergeInputs, plan: Plan, resul
   mkdirSync(fresh, { mode: 0o700 });
   try {
     if (i.newMode === "bind") {
-      if (i.newEtc !== null) writeTree(i.newEtc, fresh, i.content, label, { skipTop: new Set([".updated"]) });
+      if (i.newEtc !== null) writeTree(i.newEtc, fresh, i.content, label, { skipTop: new Set([".updated"]), noFsync: true });
       else chmodSync(fresh, 0o755);
       applyPlanToCopy(fresh, plan, i.C.tree, i.currentRoot, result);
     } else {
@@ -293,18 +310,25 @@ export function buildAndSwap(stateDir: string, i: MergeInputs, plan: Plan, resul
     } finally {
       sys.close(fd);
     }
+    lap("syncfs");
     if (exists(final)) {
       exchange(fresh, final); // `fresh` now names the old tree
-      removeAtomic(fresh);
     } else {
       sys.renameat2(sys.AT_FDCWD, fresh, sys.AT_FDCWD, final, sys.RENAME_NOREPLACE);
       sys.fsyncPath(stateDir);
+      return "";
     }
   } catch (e) {
     removeTree(fresh);
     throw e;
   }
-  return true;
+  const deployDir = dirname(stateDir);
+  const trash = `${deployDir}/.${basename(stateDir)}-etc.trash-${randomBytes(4).toString("hex")}`;
+  sys.renameat2(sys.AT_FDCWD, fresh, sys.AT_FDCWD, trash, sys.RENAME_NOREPLACE);
+  sys.fsyncPath(stateDir);
+  sys.fsyncPath(deployDir);
+  lap("exchange");
+  return trash;
 }
 
 // ---- boot entries -----------------------------------------------------------------------------
@@ -419,6 +443,7 @@ export async function finalizeStaged(host: Host): Promise<FinalizeResult> {
       return { status: "locked", id };
     }
     logFor(MESSAGE_ID.finalizeStart)(`Finalizing staged deployment ${id}`, { CFSBOOT_DEPLOYMENT: id });
+    let oldTree: string | null = null;
     try {
       if (st.booted === null) throw new CfsError(host.directory ? "--booted-cmdline" : "/proc/cmdline", "not booted into a composefs deployment: cannot tell whose /etc to merge");
       if (!exists(host.stateDir(id))) throw new CfsError(host.stateDir(id), "missing: the staged deployment has no state directory");
@@ -434,7 +459,7 @@ export async function finalizeStaged(host: Host): Promise<FinalizeResult> {
         if (i.newMode === "transient" || i.newMode === "none") {
           log(`etc merge: the new deployment mounts ${i.newMode === "none" ? "the image's /etc" : "a transient /etc"}; local changes are not carried into it`);
         } else {
-          buildAndSwap(host.stateDir(id), i, m.plan, m.result);
+          oldTree = buildAndSwap(host.stateDir(id), i, m.plan, m.result);
           const diff = configDiff(i.O.tree, i.C.tree);
           const counts = mergeCounts(i, m.plan, m.result);
           logFor(MESSAGE_ID.etcMerge)(mergeSummary(diff), {
@@ -470,6 +495,7 @@ export async function finalizeStaged(host: Host): Promise<FinalizeResult> {
     // Committed: the new deployment is the default.
     removeStagedMarker(host);
     clearFailureStamp(host);
+    if (oldTree !== null && oldTree !== "") removeTree(oldTree); // else the next gc removes it
     try {
       const r = await hostGc(host, null, { binariesOnly: true });
       for (const p of [...r.removedKernelDirs, ...r.removedUkis]) log(`Removed unused boot binaries ${p}`);
