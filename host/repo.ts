@@ -11,7 +11,7 @@
 //                                     live in streams/refs/oci/<enc(tag)>)
 //
 // Secure vs insecure (repository.md §3.4) is decided in ONE place, the
-// `VerityGate` below: a repository is secure when meta.json itself has
+// `VerityGate` (host/objects.ts): a repository is secure when meta.json itself has
 // fs-verity and the caller did not ask for --insecure. A secure repository
 // trusts only the kernel's measurements (every object must have fs-verity
 // matching its name); an insecure one computes digests in userspace (the
@@ -20,7 +20,7 @@
 // later on a verity-capable copy. `requireVerity` turns "insecure" into an
 // error at open time.
 //
-// Crash safety: objects are written to O_TMPFILE files (a named
+// Crash safety (host/objects.ts): objects are written to O_TMPFILE files (a named
 // `objects/.tmp-object-<12 alnum>` with O_EXCL where O_TMPFILE is missing),
 // reopened read-only, sealed with fs-verity and only then linked into place,
 // so a partial object never appears under its name. Links are replaced
@@ -34,7 +34,7 @@
 // same handle, reference-counted), so a process never deadlocks against its
 // own shared lock (bootc#2364).
 
-import { createHash, randomInt } from "node:crypto";
+import { createHash } from "node:crypto";
 import {
   closeSync,
   constants as fsConstants,
@@ -49,7 +49,6 @@ import {
   statSync,
   symlinkSync,
   unlinkSync,
-  writeSync,
   accessSync,
 } from "node:fs";
 import { homedir } from "node:os";
@@ -77,6 +76,8 @@ import { type SplitStreamInfo, CONTENT_TYPE, externalBlobRef, parseSplitStream, 
 import * as sys from "../shared/sys.ts";
 import type { Dir } from "../shared/tree.ts";
 import { SPLIT_MIN, sharedDigestPool, digestFdSync } from "./digest.ts";
+import { ObjectFiles, VerityGate, TMP_OBJECT_PREFIX, tmpName, writeAllFd, type ObjectResult } from "./objects.ts";
+export { ObjectFiles, VerityGate, TMP_OBJECT_PREFIX, tmpName, type ObjectResult } from "./objects.ts";
 import type { FsckReport } from "./repo-fsck.ts";
 import type { GcOptions, GcReport } from "./repo-gc.ts";
 
@@ -162,17 +163,6 @@ export function normalizeManifestDigest(s: string): string {
   return d;
 }
 
-const ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-
-/** `<prefix><12 random alphanumerics>`, as composefs-rs names its temporaries. */
-export function tmpName(prefix: string): string {
-  let s = prefix;
-  for (let i = 0; i < 12; i++) s += ALNUM[randomInt(ALNUM.length)];
-  return s;
-}
-
-/** Prefix of named object temporaries (where O_TMPFILE is missing). */
-export const TMP_OBJECT_PREFIX = ".tmp-object-";
 /** Prefix of link temporaries. */
 export const TMP_SYMLINK_PREFIX = ".symlink-";
 
@@ -201,106 +191,6 @@ function validateRefName(what: string, name: string): void {
   }
 }
 
-// ---- the verity gate ---------------------------------------------------------------------
-
-/**
- * THE place that decides how digests are established. Secure: the kernel
- * enables and measures fs-verity, and anything else is an error. Insecure:
- * fs-verity is enabled where the filesystem supports it (and then the
- * kernel's measurement is used), otherwise the caller's userspace digest is.
- */
-export class VerityGate {
-  /** Whether the repository's filesystem supports fs-verity (null: not known yet). */
-  private fsSupport: boolean | null = null;
-
-  constructor(
-    readonly alg: HashAlg,
-    readonly secure: boolean,
-  ) {}
-
-  /** Whether new objects should be sealed (false once the filesystem is known to lack fs-verity). */
-  get trySeal(): boolean {
-    return this.secure || this.fsSupport !== false;
-  }
-
-  /** What `fsck`/`status` should call this repository's integrity. */
-  get description(): string {
-    if (this.secure) return "fs-verity (kernel-measured)";
-    return this.fsSupport === true ? "insecure (fs-verity enabled where possible, not required)" : "insecure (userspace digests)";
-  }
-
-  private checkAlg(m: sys.VerityMeasurement, name: string): Uint8Array {
-    if (m.algorithm !== this.alg || m.digest.length !== DIGEST_SIZE[this.alg]) {
-      throw new CfsError(name, `has fs-verity with ${String(m.algorithm)} digests, the repository uses ${this.alg}`);
-    }
-    return m.digest;
-  }
-
-  /**
-   * Enable fs-verity on a read-only fd (no writable fd may remain) and
-   * return the kernel's digest; null when the filesystem lacks fs-verity in
-   * an insecure repository. ETXTBSY is retried three times.
-   */
-  seal(fd: number, name: string): Uint8Array | null {
-    if (!this.trySeal) return null;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        sys.enableVerity(fd, this.alg, name);
-        break;
-      } catch (e) {
-        if (sys.isVerityUnsupported(e)) {
-          this.fsSupport = false;
-          if (this.secure) {
-            throw new CfsError(name, "the filesystem does not support fs-verity, but this repository requires it (meta.json has fs-verity)");
-          }
-          return null;
-        }
-        if (sys.isErrno(e, "EEXIST")) break;
-        if (sys.isErrno(e, "ETXTBSY") && attempt < 3) {
-          Bun.sleepSync(10 * (attempt + 1));
-          continue;
-        }
-        throw e;
-      }
-    }
-    this.fsSupport = true;
-    const m = sys.measureVerity(fd, name);
-    if (m === null) throw new CfsError(name, "fs-verity was enabled but the kernel reports none");
-    return this.checkAlg(m, name);
-  }
-
-  /**
-   * The kernel's digest of an existing file; null when it has none and the
-   * repository is insecure (the caller then computes it in userspace).
-   */
-  measure(fd: number, name: string): Uint8Array | null {
-    let m: sys.VerityMeasurement | null;
-    try {
-      m = sys.measureVerity(fd, name);
-    } catch (e) {
-      if (!sys.isVerityUnsupported(e)) throw e;
-      this.fsSupport = false;
-      if (this.secure) throw new CfsError(name, "the filesystem does not support fs-verity, but this repository requires it");
-      return null;
-    }
-    if (m === null) {
-      if (this.secure) throw new CfsError(name, "has no fs-verity, but this repository requires it");
-      return null;
-    }
-    this.fsSupport = true;
-    return this.checkAlg(m, name);
-  }
-}
-
-// ---- objects -----------------------------------------------------------------------------
-
-export interface ObjectResult {
-  digest: Uint8Array;
-  size: number;
-  /** The object was already in the repository (nothing new was stored). */
-  existed: boolean;
-}
-
 /** A streaming object import: write(), then finish() (or abort()). */
 export interface ObjectWriter {
   /** The temporary file's read-write fd (e.g. for a DigestPool while writing is done). */
@@ -316,17 +206,6 @@ export interface ObjectWriter {
   finish(opts?: { digest?: Uint8Array }): Promise<ObjectResult>;
   /** Drop the temporary file (no-op after finish). */
   abort(): void;
-}
-
-function writeAllFd(fd: number, data: Uint8Array, name: string): void {
-  let off = 0;
-  while (off < data.byteLength) {
-    try {
-      off += writeSync(fd, data, off, data.byteLength - off);
-    } catch (e) {
-      throw sys.fromNodeError(name, "write", e);
-    }
-  }
 }
 
 function isEnoent(e: unknown): boolean {
@@ -417,7 +296,8 @@ export class Repository {
   private refs = 1;
   private closed = false;
   private lockState: "shared" | "exclusive" = "shared";
-  private readonly namedTemporaries: boolean;
+  /** Creates, seals and links object files (host/objects.ts). */
+  readonly files: ObjectFiles;
   private readonly made = new Set<string>();
 
   private constructor(path: string, dirfd: number, meta: RepoMeta, metaHasVerity: boolean, opts: OpenOptions, writable: boolean) {
@@ -430,7 +310,7 @@ export class Repository {
     this.writable = writable;
     this.formats = effectiveFormats(meta);
     this.gate = new VerityGate(this.alg, this.secure);
-    this.namedTemporaries = opts.namedTemporaries ?? false;
+    this.files = new ObjectFiles({ path, alg: this.alg, secure: this.secure, namedTemporaries: opts.namedTemporaries ?? false, gate: this.gate });
   }
 
   /** The format versions to generate, default first. */
@@ -715,7 +595,7 @@ export class Repository {
   /** Whether the object exists (one stat). */
   hasObject(digest: Uint8Array | string): boolean {
     try {
-      return lstatSync(this.objectPath(digest)).isFile();
+      return lstatSync(this.objectPath(digest), { throwIfNoEntry: false })?.isFile() ?? false;
     } catch {
       return false;
     }
@@ -760,148 +640,7 @@ export class Repository {
   ensureObjectSync(bytes: Uint8Array): ObjectResult {
     this.checkOpen();
     this.requireWritable();
-    const digest = fsverityDigest(bytes, this.alg);
-    const path = this.objectPath(digest);
-    const existing = this.checkExisting(digest, bytes.byteLength);
-    if (existing) return { digest, size: bytes.byteLength, existed: true };
-    const w = this.newTemp();
-    try {
-      writeAllFd(w.fd, bytes, path);
-      const linked = this.sealAndLink(w, digest, bytes.byteLength);
-      return { digest, size: bytes.byteLength, existed: !linked };
-    } catch (e) {
-      this.dropTemp(w);
-      throw e;
-    }
-  }
-
-  /**
-   * Whether a good copy of the object is already there: a regular file of
-   * the right size, and in a secure repository with the right fs-verity
-   * digest. A damaged one counts as absent: the new copy replaces it.
-   */
-  private checkExisting(digest: Uint8Array, size: number): boolean {
-    const path = this.objectPath(digest);
-    let st;
-    try {
-      st = lstatSync(path);
-    } catch (e) {
-      if (isEnoent(e)) return false;
-      throw sys.fromNodeError(path, "lstat", e);
-    }
-    if (!st.isFile() || st.size !== size) return false;
-    if (!this.secure) return true;
-    let fd = -1;
-    try {
-      fd = sys.open(path, sys.O_RDONLY | sys.O_NOFOLLOW);
-      return bytesEqual(this.gate.measure(fd, path)!, digest);
-    } catch (e) {
-      if (e instanceof CfsError) return false; // no or wrong fs-verity: replaced by the new copy
-      throw e;
-    } finally {
-      if (fd >= 0) sys.close(fd);
-    }
-  }
-
-  /** A temporary object file: O_TMPFILE in objects/, or a named O_EXCL file there. */
-  private newTemp(): { fd: number; name: string | null } {
-    this.mkdirp("objects");
-    const dir = `${this.path}/objects`;
-    if (!this.namedTemporaries) {
-      try {
-        return { fd: sys.openTmpfile(dir, 0o644), name: null };
-      } catch (e) {
-        if (!sys.isErrno(e, "EOPNOTSUPP", "EISDIR", "ENOSYS")) throw e;
-      }
-    }
-    for (let i = 0; i < 16; i++) {
-      const name = tmpName(TMP_OBJECT_PREFIX);
-      try {
-        return { fd: sys.open(`${dir}/${name}`, sys.O_RDWR | sys.O_CREAT | sys.O_EXCL, 0o644), name };
-      } catch (e) {
-        if (!sys.isErrno(e, "EEXIST")) throw e;
-      }
-    }
-    throw new CfsError(dir, "cannot create a temporary object file");
-  }
-
-  private dropTemp(w: { fd: number; name: string | null }): void {
-    if (w.fd >= 0) {
-      try {
-        sys.close(w.fd);
-      } catch {}
-      w.fd = -1;
-    }
-    if (w.name !== null) {
-      try {
-        unlinkSync(`${this.path}/objects/${w.name}`);
-      } catch {}
-      w.name = null;
-    }
-  }
-
-  /**
-   * Close the writable fd, reopen read-only, seal with fs-verity (the kernel
-   * must agree with `digest` when given; otherwise its measurement is the
-   * digest), link into place. Returns the final digest via `out` and
-   * whether this call created the object (false: someone else had it).
-   */
-  private sealAndLink(w: { fd: number; name: string | null }, digest: Uint8Array | null, size: number, out?: { digest?: Uint8Array }): boolean {
-    const tmpLabel = w.name ?? "O_TMPFILE";
-    const ro = w.name === null ? sys.open(`/proc/self/fd/${w.fd}`, sys.O_RDONLY) : sys.open(`${this.path}/objects/${w.name}`, sys.O_RDONLY);
-    try {
-      sys.close(w.fd);
-      w.fd = -1;
-      let kernel = this.gate.seal(ro, `${this.path}/objects/${tmpLabel}`);
-      let finalDigest = digest;
-      if (kernel === null && finalDigest === null) {
-        finalDigest = digestFdSync(ro, size, this.alg);
-      }
-      if (kernel !== null) {
-        if (finalDigest !== null && !bytesEqual(kernel, finalDigest)) {
-          throw new CfsError(this.objectRelPath(finalDigest), `content changed while being stored (kernel measured ${toHex(kernel)})`);
-        }
-        finalDigest = kernel;
-      }
-      const d = finalDigest!;
-      if (out) out.digest = d;
-      kernel = null;
-      if (w.name === null && this.checkExisting(d, size)) return false;
-      const hex = toHex(d);
-      this.mkdirp(`objects/${hex.slice(0, 2)}`);
-      const dest = this.objectPath(d);
-      if (w.name !== null) {
-        try {
-          sys.renameat2(sys.AT_FDCWD, `${this.path}/objects/${w.name}`, sys.AT_FDCWD, dest, sys.RENAME_NOREPLACE);
-          w.name = null;
-          return true;
-        } catch (e) {
-          if (!sys.isErrno(e, "EEXIST")) throw e;
-          if (this.checkExisting(d, size)) {
-            this.dropTemp(w);
-            return false;
-          }
-          // A damaged object of that name: replace it.
-          renameSync(`${this.path}/objects/${w.name}`, dest);
-          w.name = null;
-          return true;
-        }
-      }
-      try {
-        sys.linkat(sys.AT_FDCWD, `/proc/self/fd/${ro}`, sys.AT_FDCWD, dest, sys.AT_SYMLINK_FOLLOW);
-        return true;
-      } catch (e) {
-        if (!sys.isErrno(e, "EEXIST")) throw e;
-        if (this.checkExisting(d, size)) return false;
-        // Damaged object in an insecure repository: link under a temporary name, rename over it.
-        const tmp = `${this.path}/objects/${tmpName(TMP_OBJECT_PREFIX)}`;
-        sys.linkat(sys.AT_FDCWD, `/proc/self/fd/${ro}`, sys.AT_FDCWD, tmp, sys.AT_SYMLINK_FOLLOW);
-        renameSync(tmp, dest);
-        return true;
-      }
-    } finally {
-      sys.close(ro);
-    }
+    return this.files.storeBytes(bytes);
   }
 
   /**
@@ -913,7 +652,8 @@ export class Repository {
   createObjectWriter(opts: { hash?: boolean } = {}): ObjectWriter {
     this.checkOpen();
     this.requireWritable();
-    const w = this.newTemp();
+    const files = this.files;
+    const w = files.newTemp();
     const hasher = !this.secure && opts.hash !== false ? new FsVerityHasher(this.alg) : null;
     let size = 0;
     let done = false;
@@ -927,7 +667,7 @@ export class Repository {
       },
       write(chunk: Uint8Array) {
         if (done) throw new Error("ObjectWriter used after finish/abort");
-        writeAllFd(w.fd, chunk, `${repo.path}/objects/${w.name ?? "O_TMPFILE"}`);
+        writeAllFd(w.fd, chunk, files.tempLabel(w));
         hasher?.update(chunk);
         size += chunk.byteLength;
       },
@@ -939,18 +679,17 @@ export class Repository {
           if (digest === null && !repo.gate.trySeal && size >= SPLIT_MIN) {
             digest = (await sharedDigestPool().digestFd(w.fd, repo.alg, size, "object")).digest;
           }
-          const out: { digest?: Uint8Array } = {};
-          const created = repo.sealAndLink(w, digest, size, out);
-          return { digest: out.digest!, size, existed: !created };
+          const r = files.sealAndLink(w, digest, size, (fd) => digestFdSync(fd, size, repo.alg));
+          return { digest: r.digest, size, existed: !r.created };
         } catch (e) {
-          repo.dropTemp(w);
+          files.dropTemp(w);
           throw e;
         }
       },
       abort() {
         if (done) return;
         done = true;
-        repo.dropTemp(w);
+        files.dropTemp(w);
       },
     };
   }
@@ -963,7 +702,7 @@ export class Repository {
   async importFile(path: string, opts: { size?: number | bigint; digest?: Uint8Array } = {}): Promise<ObjectResult> {
     this.checkOpen();
     this.requireWritable();
-    if (opts.digest && opts.size !== undefined && this.checkExisting(opts.digest, Number(opts.size))) {
+    if (opts.digest && opts.size !== undefined && this.files.exists(opts.digest, Number(opts.size))) {
       return { digest: opts.digest, size: Number(opts.size), existed: true };
     }
     let src: number;
@@ -972,7 +711,7 @@ export class Repository {
     } catch (e) {
       throw e instanceof CfsError ? e : new CfsError(path, describeError(e));
     }
-    const w = this.newTemp();
+    const w = this.files.newTemp();
     try {
       const st = fstatSync(src);
       if (!st.isFile()) throw new CfsError(path, "not a regular file");
@@ -985,11 +724,10 @@ export class Repository {
       if (digest === null && !this.gate.trySeal) {
         digest = size >= SPLIT_MIN ? (await sharedDigestPool().digestFd(w.fd, this.alg, size, path)).digest : digestFdSync(w.fd, size, this.alg);
       }
-      const out: { digest?: Uint8Array } = {};
-      const created = this.sealAndLink(w, digest, size, out);
-      return { digest: out.digest!, size, existed: !created };
+      const r = this.files.sealAndLink(w, digest, size, (fd) => digestFdSync(fd, size, this.alg));
+      return { digest: r.digest, size, existed: !r.created };
     } catch (e) {
-      this.dropTemp(w);
+      this.files.dropTemp(w);
       throw e;
     } finally {
       closeSync(src);
