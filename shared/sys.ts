@@ -40,7 +40,7 @@ function errnoNameTable(): Map<number, string> {
     if (!names.has(num) || ["EOPNOTSUPP", "EAGAIN", "EDEADLK"].includes(name)) names.set(num, name);
   }
   // A few that Node's table lacks (Bun's also lacks ENOTBLK), and every one this module names.
-  for (const [num, name] of [[61, "ENODATA"], [129, "EKEYREJECTED"], [126, "ENOKEY"], [117, "EUCLEAN"], [15, "ENOTBLK"]] as const) {
+  for (const [num, name] of [[61, "ENODATA"], [129, "EKEYREJECTED"], [126, "ENOKEY"], [117, "EUCLEAN"], [15, "ENOTBLK"], [65, "ENOPKG"]] as const) {
     if (!names.has(num)) names.set(num, name);
   }
   for (const [name, num] of Object.entries(errno)) if (!names.has(num)) names.set(num, name);

@@ -38,6 +38,11 @@ installkernel() {
     # built in or absent.
     hostonly='' instmods -c erofs overlay
     hostonly='' instmods loop
+    # The repository's fs-verity hash (SHA-512): where the kernel has it as
+    # a module (Debian 12: CONFIG_CRYPTO_SHA512=m), opening any verity file
+    # in the initramfs fails with ENOPKG unless the module is here. Built in
+    # on Debian 13, so these may be absent.
+    hostonly='' instmods sha512_generic sha512_ssse3
 }
 
 install() {
