@@ -248,8 +248,9 @@ function fileKey(files: RootFile[]): string {
  * A layer from a list of files (directories implied, 0755 root): a
  * deterministic posix tar (sorted, numeric root owner, fixed mtime), zstd.
  */
-export async function filesLayer(name: string, files: RootFile[], dirs: string[] = []): Promise<Layer> {
-  const key = `files-${name}-${fileKey(files)}${dirs.length ? `-${sha256(dirs.join("\0")).slice(0, 8)}` : ""}`;
+export async function filesLayer(name: string, files: RootFile[], dirs: string[] = [], o: { omit?: string[] } = {}): Promise<Layer> {
+  const extra = [...dirs, "\0omit", ...(o.omit ?? [])];
+  const key = `files-${name}-${fileKey(files)}${extra.length > 1 ? `-${sha256(extra.join("\0")).slice(0, 8)}` : ""}`;
   const hit = loadLayer(key);
   if (hit) return hit;
   initLayout();
@@ -262,8 +263,13 @@ export async function filesLayer(name: string, files: RootFile[], dirs: string[]
     applyRootFiles(root, files);
     const tar = join(work, "layer.tar");
     const zst = join(work, "layer.tar.zst");
-    run(["tar", "--format=posix", "--pax-option=delete=atime,delete=ctime", "--sort=name", "--numeric-owner", "--owner=0", "--group=0",
-      `--mtime=@${DEMO_LAYER_MTIME}`, "-C", root, "-cf", tar, "."]);
+    // `omit`: directory entries left out, so the layer does not touch their
+    // metadata (the lower layers' stays; e.g. /boot for a UKI: its mtime is
+    // part of the boot image the UKI names)
+    const omit = new Set(o.omit ?? []);
+    const names = run(["find", ".", "-mindepth", "0"], { cwd: root }).stdout.toString().split("\n").filter((n) => n !== "" && !omit.has(n)).sort();
+    run(["tar", "--format=posix", "--pax-option=delete=atime,delete=ctime", "--numeric-owner", "--owner=0", "--group=0",
+      `--mtime=@${DEMO_LAYER_MTIME}`, "--no-recursion", "-C", root, "--verbatim-files-from", "-T", "-", "-cf", tar], { input: names.join("\n") + "\n" });
     const diffId = `sha256:${await sha256File(tar)}`;
     run(["zstd", "-3", "-T0", "-q", "-o", zst, tar]);
     const digest = await addBlobFile(zst);
@@ -542,7 +548,7 @@ export async function buildUkiImage(b: DemoBase, tag: string, r: ReleaseOptions,
       karg = m[1];
       const ukiFile = join(work, "uki-copy");
       copyFileSync(out, ukiFile);
-      uki = await filesLayer(`uki-f${format}`, [{ path: `/boot/EFI/Linux/${DEMO_UKI_NAME}`, from: ukiFile, mode: 0o644 }]);
+      uki = await filesLayer(`uki-f${format}`, [{ path: `/boot/EFI/Linux/${DEMO_UKI_NAME}`, from: ukiFile, mode: 0o644 }], [], { omit: [".", "./boot"] });
       writeAtomic(rec, JSON.stringify({ layer: uki, karg, cmdline }, null, 2) + "\n");
       note(`UKI --format=${format} (${karg.slice(0, 40)}…) in ${elapsed(t0)}`);
     } finally {
