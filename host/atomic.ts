@@ -13,6 +13,7 @@ import { isatty } from "node:tty";
 
 import { CfsError } from "../shared/errors.ts";
 import { fromNodeError, fsync, fsyncPath } from "../shared/sys.ts";
+import { removeOnInterrupt } from "./interrupt.ts";
 
 
 function writeAll(fd: number, data: Uint8Array, path: string): void {
@@ -59,6 +60,7 @@ export interface AtomicFile {
 
 export function openAtomic(path: string, opts: { mode?: number } = {}): AtomicFile {
   const { tmp, fd } = createTemp(path, opts.mode ?? 0o644);
+  const unregister = removeOnInterrupt(tmp); // Ctrl-C/SIGTERM before commit: no temporary left
   let done = false;
   return {
     path,
@@ -72,6 +74,7 @@ export function openAtomic(path: string, opts: { mode?: number } = {}): AtomicFi
         closeSync(fd);
         done = true;
         renameSync(tmp, path);
+        unregister();
       } catch (e) {
         this.abort();
         throw fromNodeError(path, "rename", e);
@@ -88,6 +91,7 @@ export function openAtomic(path: string, opts: { mode?: number } = {}): AtomicFi
       try {
         unlinkSync(tmp);
       } catch {}
+      unregister();
     },
   };
 }

@@ -32,6 +32,7 @@ import { writeFileAtomic } from "./atomic.ts";
 import { directoryTree } from "./commands/repo/create-image.ts";
 import { imageTree, pullImage, storageTmpRoot, type SourceOptions } from "./pull.ts";
 import { Repository } from "./repo.ts";
+import { removeOnInterrupt } from "./interrupt.ts";
 
 export type ImageFormat = 1 | 2;
 
@@ -113,6 +114,7 @@ export async function digestOfDirectory(dir: string, opts: DigestOptions = {}): 
 export async function digestOfImage(imgref: string, opts: DigestOptions & SourceOptions & { progress?: boolean } = {}): Promise<Omit<DigestResult, "tree">> {
   const format = opts.format ?? 1;
   const tmp = mkdtempSync(join(storageTmpRoot(), "cfsboot-digest-"));
+  const unregister = removeOnInterrupt(tmp);
   try {
     const { repo } = Repository.init(join(tmp, "repo"), { algorithm: "fsverity-sha512-12", insecure: true, erofs: format === 2 ? "dual" : "v1" });
     try {
@@ -132,6 +134,7 @@ export async function digestOfImage(imgref: string, opts: DigestOptions & Source
       repo.close();
     }
   } finally {
+    unregister();
     rmSync(tmp, { recursive: true, force: true });
   }
 }

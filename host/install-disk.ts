@@ -30,6 +30,7 @@ import { basename, dirname, join, resolve } from "node:path";
 
 import { CfsError } from "../shared/errors.ts";
 import * as sys from "../shared/sys.ts";
+import { onInterrupt } from "./interrupt.ts";
 import {
   type DiskIds,
   type DiskLayout,
@@ -145,6 +146,12 @@ export async function installToDisk(o: InstallToDiskOptions): Promise<InstallToD
   });
   let mounted: string | null = null;
   let loop: sys.LoopDevice | null = null;
+  // Ctrl-C/SIGTERM: unmount and remove the scratch directory (the target file is only renamed in at the end).
+  const unregister = onInterrupt(() => {
+    if (mounted !== null) sys.umount2(mounted, sys.MNT_DETACH);
+    if (loop !== null) sys.close(loop.fd);
+    rmSync(work, { recursive: true, force: true });
+  });
   try {
     let result: InstallResult;
     let layout: DiskLayout;
@@ -192,6 +199,7 @@ export async function installToDisk(o: InstallToDiskOptions): Promise<InstallToD
     }
     return { ...result, device, layout, ids, method };
   } finally {
+    unregister();
     let stillMounted = false;
     if (mounted !== null) {
       try {

@@ -80,9 +80,10 @@ import {
   type XattrFiltering,
 } from "../shared/transform.ts";
 import type { ReadFile } from "../shared/selabel.ts";
-import { sharedDigestPool, type DigestPool } from "./digest.ts";
 import { openLayout, type LayoutSource } from "./oci-layout.ts";
 import { RegistryClient, type Credentials, type RegistryClientOptions } from "./registry.ts";
+import { StorePool, type StoreFile } from "./store-pool.ts";
+import { removeOnInterrupt } from "./interrupt.ts";
 import {
   configStreamId,
   imageRefKey,
@@ -128,8 +129,8 @@ export interface PullOptions extends SourceOptions {
   progress?: boolean;
   /** Layers imported at the same time (default 2). */
   parallelLayers?: number;
-  /** Digest pool for object hashing (default: the shared pool). */
-  pool?: DigestPool;
+  /** Workers storing file contents (default: a pool for this pull, closed at its end). */
+  store?: StorePool;
 }
 
 export interface ImageIds {
@@ -273,7 +274,11 @@ function run(cmd: string, args: string[], input: string): Promise<string> {
 /** containers-storage: copy with skopeo into a temporary OCI layout (image ids go to skopeo without "sha256:", skopeo issue 2750). */
 async function openStorageSource(ref: Extract<ImageRef, { transport: "containers-storage" }>, name: string): Promise<ImageSource> {
   const tmp = mkdtempSync(join(storageTmpRoot(), "cfsboot-cstor-"));
-  const cleanup = () => rmSync(tmp, { recursive: true, force: true });
+  const unregister = removeOnInterrupt(tmp);
+  const cleanup = () => {
+    unregister();
+    rmSync(tmp, { recursive: true, force: true });
+  };
   try {
     const id = ref.name.replace(/^sha256:/, "");
     const src = `containers-storage:${ref.storageSpec !== null ? `[${ref.storageSpec}]` : ""}${id}`;
@@ -361,19 +366,15 @@ export async function* decompress(src: AsyncIterable<Uint8Array>, comp: Compress
 
 // ---- layer import ------------------------------------------------------------------------
 
-/**
- * Files up to this size are collected in memory and stored with one
- * ensureObject (digest computed from the bytes at hand, nothing written when
- * the object exists); larger ones stream to a temporary file hashed by the
- * digest pool's workers.
- */
-const SMALL_OBJECT_MAX = Number(process.env.CFSBOOT_SMALL_OBJECT_MAX ?? 64 * 1024);
-/** Objects waiting for their digest at most (each holds an open temporary file). */
-const MAX_PENDING_OBJECTS = 64;
-/** Bytes of pending objects + queued inline data at most. */
-const MAX_PENDING_BYTES = 64 << 20;
+/** Objects queued for the splitstream at most (each waits for its digest from a store worker). */
+const MAX_PENDING_OBJECTS = 4096;
+/** Bytes of queued inline data (copied tar headers, small files, padding) at most. */
+const MAX_PENDING_INLINE = 16 << 20;
 
-type Queued = { kind: "inline"; bytes: Uint8Array } | { kind: "boundary" } | { kind: "object"; p: Promise<ObjectResult>; size: number; settled: boolean };
+type Queued =
+  | { kind: "inline"; bytes: Uint8Array }
+  | { kind: "boundary" }
+  | { kind: "object"; f: StoreFile; complete: boolean; settled: boolean };
 
 export interface LayerImportStats {
   objectsCopied: number;
@@ -387,68 +388,48 @@ export interface LayerImportStats {
  * small files inline, files > 64 bytes as objects. Returns the splitstream
  * file, the tar's sha256 and the stats. Nothing is linked here except
  * objects (content-addressed, harmless if the caller gives up).
+ *
+ * This thread hashes the tar (diff_id), parses it and writes the
+ * splitstream; file contents go to the store pool's workers (host/store-pool.ts),
+ * which compute each object's fs-verity digest from the bytes they write.
+ * Memory is bounded by the pool's buffers in flight and the queue limits,
+ * whatever the layer size.
  */
 export async function splitLayer(
   repo: Repository,
   tar: AsyncIterable<Uint8Array>,
-  opts: { name: string; pool?: DigestPool; maxFileSize?: number },
+  opts: { name: string; store?: StorePool; maxFileSize?: number },
 ): Promise<{ file: Uint8Array[]; diffId: string; stats: LayerImportStats; size: number }> {
-  const pool = opts.pool ?? sharedDigestPool();
+  const ownStore = opts.store === undefined;
+  const store = opts.store ?? new StorePool(repo);
   const name = opts.name;
   const out = new SplitStreamWriter({ algorithm: repo.alg, contentType: CONTENT_TYPE.ociLayer });
   const reader = new TarReader({ name, maxEntrySize: opts.maxFileSize ?? DEFAULT_MAX_FILE_SIZE });
   const hash = createHash("sha256");
   const stats: LayerImportStats = { objectsCopied: 0, objectsAlreadyPresent: 0, bytesCopied: 0, bytesInlined: 0 };
+  // Splitstream items in stream order; an object's item is queued at its header, so
+  // inline data after it waits for its digest.
   const queue: Queued[] = [];
-  const writers = new Set<ObjectWriter>();
+  let head = 0;
   let pendingObjects = 0;
-  let pendingBytes = 0;
-  let cur: { w: ObjectWriter; left: number } | null = null;
-  let small: { parts: Uint8Array[]; left: number } | null = null;
+  let pendingInline = 0;
+  let cur: { item: Queued & { kind: "object" }; left: number } | null = null;
   let total = 0;
-
-  const storeSmall = (parts: Uint8Array[]): void => {
-    const bytes = parts.length === 1 ? parts[0]! : new Uint8Array(Buffer.concat(parts));
-    const r = repo.ensureObjectSync(bytes);
-    const item: Queued = { kind: "object", size: bytes.length, settled: true, p: Promise.resolve(r) };
-    queue.push(item);
-    pendingObjects++;
-    pendingBytes += bytes.length;
-  };
-
-  const startObject = (w: ObjectWriter): void => {
-    const size = w.size;
-    const item: Queued = {
-      kind: "object",
-      size,
-      settled: false,
-      p: (async () => {
-        try {
-          const digest = repo.secure ? undefined : (await pool.digestFd(w.fd, repo.alg, size, `${name}: file content`)).digest;
-          return await w.finish(digest !== undefined ? { digest } : {});
-        } finally {
-          writers.delete(w);
-        }
-      })(),
-    };
-    item.p.then(() => (item.settled = true), () => (item.settled = true));
-    queue.push(item);
-    pendingObjects++;
-    pendingBytes += size;
-  };
 
   // Move finished items from the queue head into the splitstream, waiting when too much is pending.
   const pump = async (all: boolean): Promise<void> => {
-    while (queue.length > 0) {
-      const h = queue[0]!;
+    while (head < queue.length) {
+      const h = queue[head]!;
       if (h.kind === "inline") {
         out.writeInline(h.bytes);
-        pendingBytes -= h.bytes.length;
+        pendingInline -= h.bytes.length;
       } else if (h.kind === "boundary") {
         out.boundary();
       } else {
-        if (!h.settled && !all && pendingObjects < MAX_PENDING_OBJECTS && pendingBytes < MAX_PENDING_BYTES) return;
-        const r = await h.p;
+        if (!h.complete) return; // the file being read: its bytes are still to come
+        if (!h.settled && !all && pendingObjects < MAX_PENDING_OBJECTS && pendingInline < MAX_PENDING_INLINE) return;
+        if (!h.settled) store.flush();
+        const r = await h.f.result;
         out.writeExternal(r.digest, r.size);
         if (r.existed) stats.objectsAlreadyPresent++;
         else {
@@ -456,18 +437,22 @@ export async function splitLayer(
           stats.bytesCopied += r.size;
         }
         pendingObjects--;
-        pendingBytes -= h.size;
       }
-      queue.shift();
+      queue[head++] = { kind: "boundary" }; // drop the reference
+      if (head >= 1024 && head * 2 >= queue.length) {
+        queue.splice(0, head);
+        head = 0;
+      }
     }
   };
 
   const inline = (bytes: Uint8Array) => {
     if (bytes.length === 0) return;
-    if (queue.length === 0) out.writeInline(bytes);
+    if (head === queue.length) out.writeInline(bytes);
     else {
-      queue.push({ kind: "inline", bytes });
-      pendingBytes += bytes.length;
+      // A copy: a view would keep the whole decompressed chunk alive while queued.
+      queue.push({ kind: "inline", bytes: bytes.slice() });
+      pendingInline += bytes.length;
     }
   };
 
@@ -475,32 +460,28 @@ export async function splitLayer(
     for (let ev = reader.next(); ev !== null; ev = reader.next()) {
       switch (ev.kind) {
         case "entry": {
-          if (queue.length === 0) out.boundary();
+          if (head === queue.length) out.boundary();
           else queue.push({ kind: "boundary" });
           inline(ev.bytes);
           const e = ev.entry;
-          if (e.type === "regular" && e.size > SMALL_OBJECT_MAX) {
-            const w = repo.createObjectWriter({ hash: false });
-            writers.add(w);
-            cur = { w, left: e.size };
-          } else if (e.type === "regular" && e.size > INLINE_MAX) {
-            small = { parts: [], left: e.size };
+          if (e.type === "regular" && e.size > INLINE_MAX) {
+            const item: Queued & { kind: "object" } = { kind: "object", f: store.begin(e.size), complete: false, settled: false };
+            item.f.result.then(
+              () => (item.settled = true),
+              () => (item.settled = true),
+            );
+            queue.push(item);
+            pendingObjects++;
+            cur = { item, left: e.size };
           }
           break;
         }
         case "data":
-          if (small !== null) {
-            small.parts.push(ev.bytes);
-            small.left -= ev.bytes.length;
-            if (small.left === 0) {
-              storeSmall(small.parts);
-              small = null;
-            }
-          } else if (cur !== null) {
-            cur.w.write(ev.bytes);
+          if (cur !== null) {
+            store.write(cur.item.f, ev.bytes);
             cur.left -= ev.bytes.length;
             if (cur.left === 0) {
-              startObject(cur.w);
+              cur.item.complete = true;
               cur = null;
             }
           } else inline(ev.bytes);
@@ -517,22 +498,22 @@ export async function splitLayer(
       total += chunk.length;
       reader.push(chunk);
       handle();
+      store.flush();
+      await store.ready();
       await pump(false);
       await out.drain();
     }
     reader.end();
     handle();
     if (!reader.done) throw new CfsError(name, "truncated tar archive");
+    store.flush();
     await pump(true);
     const file = await out.finish();
     stats.bytesInlined = out.stats.inlineBytes;
     return { file, diffId: `sha256:${hash.digest("hex")}`, stats, size: total };
-  } catch (e) {
-    // Let hashing in flight finish before the temporary files go away.
-    await Promise.allSettled(queue.filter((q) => q.kind === "object").map((q) => (q as { p: Promise<ObjectResult> }).p));
-    for (const w of writers) w.abort();
-    (cur as { w: ObjectWriter } | null)?.w.abort();
-    throw e;
+  } finally {
+    // A shared pool is closed by its owner (which drops what a failed layer left in the workers).
+    if (ownStore) await store.close();
   }
 }
 
@@ -545,7 +526,7 @@ export async function importLayer(
   blob: AsyncIterable<Uint8Array>,
   comp: Compression,
   diffId: string,
-  opts: { name: string; pool?: DigestPool },
+  opts: { name: string; store?: StorePool },
 ): Promise<{ streamId: Uint8Array; stats: LayerImportStats }> {
   const r = await splitLayer(repo, decompress(blob, comp, opts.name), opts);
   if (r.diffId !== diffId) throw new CfsError(opts.name, `uncompressed layer has digest ${r.diffId}, the config's diff_id is ${diffId}`);
@@ -904,7 +885,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
         stats.layersAlreadyPresent++;
       } else todo.push(i);
     });
-    const pool = opts.pool ?? sharedDigestPool();
+    const store = opts.store ?? new StorePool(repo);
     let next = 0;
     let failed: unknown = null;
     const worker = async () => {
@@ -917,7 +898,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
           const blob = counted(source.openBlob(desc), (n) => {
             bar.update(n);
           });
-          const r = await importLayer(repo, blob, source.layerCompression?.(desc) ?? comps[i]!, diffId, { name: `${imgref}: layer ${desc.digest}`, pool });
+          const r = await importLayer(repo, blob, source.layerCompression?.(desc) ?? comps[i]!, diffId, { name: `${imgref}: layer ${desc.digest}`, store });
           layerIds.set(diffId, r.streamId);
           stats.objectsCopied += r.stats.objectsCopied;
           stats.objectsAlreadyPresent += r.stats.objectsAlreadyPresent;
@@ -931,7 +912,11 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
       }
     };
     const n = Math.max(1, Math.min(opts.parallelLayers ?? 2, todo.length));
-    await Promise.all(Array.from({ length: n }, worker));
+    try {
+      await Promise.all(Array.from({ length: n }, worker));
+    } finally {
+      if (opts.store === undefined) await store.close();
+    }
     if (failed !== null) throw failed;
     stats.bytesDownloaded = bytesDownloaded;
     tick("layers");

@@ -27,6 +27,7 @@ import { CfsError } from "../shared/errors.ts";
 import { DLL_NX_COMPAT, mergeSbat, patchPeHeader, replaceSectionData, peNxCompat, peSection, planAppendedSections, readPeHeader, readPeSections, ukiCmdline } from "../shared/pe.ts";
 import { fsyncPath } from "../shared/sys.ts";
 import { findProgram, runTool } from "./tools.ts";
+import { removeOnInterrupt } from "./interrupt.ts";
 
 export type UkiBuilder = "ukify" | "objcopy";
 
@@ -146,6 +147,7 @@ export async function buildUki(parts: UkiParts, opts: BuildUkiOptions): Promise<
   if (opts.stub !== undefined && !isFile(opts.stub)) throw new CfsError(opts.stub, "the systemd stub does not exist (or is not a file)");
   const tmp = tempNextTo(output);
   const work = mkdtempSync(join(process.env.CFSBOOT_TMPDIR ?? tmpdir(), "cfsboot-uki-"));
+  const unregister = [removeOnInterrupt(work), removeOnInterrupt(tmp)];
   try {
     let stub: string | null;
     if (builder === "ukify") {
@@ -167,6 +169,7 @@ export async function buildUki(parts: UkiParts, opts: BuildUkiOptions): Promise<
     } catch {}
     throw e;
   } finally {
+    for (const u of unregister) u();
     rmSync(work, { recursive: true, force: true });
   }
 }
