@@ -5,8 +5,10 @@
 
 import yargs, { type Argv, type CommandModule } from "yargs";
 import { CfsError } from "../shared/errors.ts";
+import { fromNodeError } from "../shared/sys.ts";
 
 import { commands } from "./commands/index.ts";
+import { installInterruptHandlers } from "./interrupt.ts";
 
 /** Exit status requested by the command that ran (0 unless it set one). */
 let exitStatus = 0;
@@ -15,15 +17,41 @@ export function setExitStatus(code: number): void {
   exitStatus = code;
 }
 
+/**
+ * Node's own errors for a failed system call (fs, net): errno code, syscall
+ * and usually the path. They are environment failures (EACCES, ENOSPC,
+ * EROFS, …), not bugs, so they get the same one-line form as a CfsError.
+ */
+function systemErrorLine(e: unknown): string | null {
+  const err = e as NodeJS.ErrnoException & { dest?: string; address?: string; port?: number };
+  if (!(e instanceof Error) || typeof err.code !== "string" || !/^E[A-Z0-9]+$/.test(err.code) || typeof err.syscall !== "string") return null;
+  const input = err.path ?? err.dest ?? (err.address !== undefined ? `${err.address}${err.port !== undefined ? `:${err.port}` : ""}` : err.syscall);
+  try {
+    return fromNodeError(input, err.syscall, e).message;
+  } catch {
+    return null;
+  }
+}
+
 /** Print `cfsboot: <message>` for an error; a stack only for internal errors. */
 export function reportError(e: unknown): void {
   if (e instanceof CfsError) {
-    process.stderr.write(`cfsboot: ${e.message}\n`);
+    process.stderr.write(`cfsboot: ${oneLine(e.message)}\n`);
+    return;
+  }
+  const sysLine = systemErrorLine(e);
+  if (sysLine !== null) {
+    process.stderr.write(`cfsboot: ${oneLine(sysLine)}\n`);
   } else {
     const msg = e instanceof Error ? e.message.split("\n")[0] : String(e);
     process.stderr.write(`cfsboot: internal error: ${msg}\n`);
-    if (process.env.CFSBOOT_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
   }
+  if (process.env.CFSBOOT_DEBUG && e instanceof Error) process.stderr.write(`${e.stack}\n`);
+}
+
+/** Messages are one line: embedded newlines (a tool's stderr, a yargs list) become "; ". */
+function oneLine(s: string): string {
+  return s.trim().split(/\s*\n\s*/).join("; ");
 }
 
 /**
@@ -39,7 +67,7 @@ export function defineCommand<A>(spec: {
   return {
     command: spec.command as string | string[],
     describe: spec.describe,
-    builder: (spec.builder ?? ((y: Argv) => y)) as CommandModule["builder"],
+    builder: ((y: Argv) => valuesRequired((spec.builder ?? ((z: Argv) => z))(y) as Argv)) as CommandModule["builder"],
     handler: async (args: unknown) => {
       const code = await spec.handler(args as A);
       if (typeof code === "number") exitStatus = code;
@@ -60,10 +88,131 @@ function restoreDash(args: Record<string, unknown>): void {
   }
 }
 
+/** What the last parse saw (captured before validation, for usage errors). */
+let lastParsed: { positionals: string[]; command: string | undefined; arrays: Set<string>; aliases: Record<string, string[]> } | null = null;
+
+function captureParse(args: Record<string, unknown>, y: unknown): void {
+  const opts = (y as { getOptions?: () => { array?: string[]; alias?: Record<string, string[]> } } | undefined)?.getOptions?.();
+  lastParsed = {
+    positionals: Array.isArray(args._) ? args._.map(String) : [],
+    // `repo <command>`: an unknown subcommand name lands in this positional.
+    command: typeof args.command === "string" ? args.command : undefined,
+    arrays: new Set(opts?.array ?? []),
+    aliases: opts?.alias ?? {},
+  };
+}
+
+/**
+ * An option that takes one value given twice (`--sysroot A --sysroot B`)
+ * arrives as an array: refuse it, as bootc (clap) does, instead of letting
+ * an array reach code that expects a string. Options meant to repeat are
+ * declared `array: true` (with `nargs: 1`).
+ */
+function refuseRepeats(args: Record<string, unknown>): void {
+  if (lastParsed === null) return;
+  const repeatable = new Set(lastParsed.arrays);
+  for (const [k, names] of Object.entries(lastParsed.aliases)) if (names.some((n) => repeatable.has(n)) || repeatable.has(k)) for (const n of [k, ...names]) repeatable.add(n);
+  for (const [k, v] of Object.entries(args)) {
+    if (k === "_" || k === "$0" || k === "--" || !Array.isArray(v) || repeatable.has(k) || /[A-Z]/.test(k)) continue;
+    throw new CfsError(k.length === 1 ? `-${k}` : `--${k}`, "given more than once (it takes one value)");
+  }
+}
+
+interface UsageLike {
+  getUsage?: () => [string, string][];
+  getCommands?: () => [string, ...unknown[]][];
+}
+
+const flag = (name: string): string => (name.length === 1 ? `-${name}` : `--${name}`);
+
+function listOf(items: string[]): string {
+  return items.length <= 1 ? (items[0] ?? "") : `${items.slice(0, -1).join(", ")} or ${items[items.length - 1]}`;
+}
+
+/**
+ * yargs' validation messages ("Not enough non-option arguments: got 0, need
+ * at least 1", "Unknown argument: b", a two-line "Invalid values:" …) as
+ * one `<input>: <what is wrong>` line naming the argument, with a pointer to
+ * the command's --help.
+ */
+export function usageError(msg: string, usage: UsageLike | undefined, argv: readonly string[]): CfsError {
+  const usageLine = usage?.getUsage?.()[0]?.[0] ?? "";
+  const words = usageLine.replace(/^\$0\s*/, "").split(/\s+/).filter((w) => w !== "");
+  const path = words.filter((w) => !/^[<[]/.test(w));
+  const required = words.filter((w) => /^<[^>]+>$/.test(w)).map((w) => w.slice(1, -1).replace(/\.\.$/, ""));
+  const positionalNames = new Set(words.filter((w) => /^[<[]/.test(w)).map((w) => w.replace(/^[<[]|[>\]]$/g, "").replace(/\.\.$/, "")));
+  const subcommands = (usage?.getCommands?.() ?? []).map((c) => String(c[0]).split(/\s+/)[0]!).filter((c) => c !== "" && c !== "$0");
+  const cmd = path.join(" ");
+  const see = `see cfsboot ${cmd === "" ? "" : `${cmd} `}--help`;
+  // The word after the command path: a subcommand's positional, else the next plain word
+  // (at the top level there are no options taking values, so the first word of argv).
+  const extra = lastParsed?.command ?? lastParsed?.positionals[path.length] ?? (cmd === "" ? argv.find((a) => !a.startsWith("-")) : undefined);
+  const givenAsOption = (name: string): boolean => argv.some((a) => a === flag(name) || a.startsWith(`${flag(name)}=`) || a === `--no-${name}`);
+  const unknownCommand = (token: string, hint = ""): CfsError =>
+    new CfsError(cmd === "" ? token : `${cmd} ${token}`, `unknown command${hint} (${subcommands.length > 0 ? `commands: ${subcommands.join(", ")}; ` : ""}${see})`);
+
+  let m: RegExpMatchArray | null;
+  if ((m = /^Unknown arguments?: (.*)$/s.exec(msg))) {
+    const names = m[1]!.split(", ");
+    const options = names.filter(givenAsOption);
+    if (options.length > 0) return new CfsError(options.map(flag).join(", "), `unknown option${options.length > 1 ? "s" : ""} (${see})`);
+    if (subcommands.length > 0 && extra !== undefined && names.includes(extra)) return unknownCommand(extra);
+    return new CfsError(names.join(" "), `unexpected argument${names.length > 1 ? "s" : ""} (${see})`);
+  }
+  if ((m = /^Did you mean (.*)\?$/s.exec(msg))) return new CfsError(cmd === "" ? (extra ?? "") : `${cmd} ${extra ?? ""}`, `unknown command (did you mean ${m[1]}? ${see})`);
+  if ((m = /^Missing required arguments?: (.*)$/s.exec(msg))) {
+    const names = m[1]!.split(", ");
+    const opts = names.filter((n) => !positionalNames.has(n));
+    if (opts.length > 0) return new CfsError(opts.map(flag).join(", "), `required option${opts.length > 1 ? "s" : ""} missing (${see})`);
+    return new CfsError(cmd || "cfsboot", `missing argument ${names.map((n) => n.toUpperCase()).join(" ")} (${see})`);
+  }
+  if ((m = /^Not enough arguments following: (.*)$/s.exec(msg))) return new CfsError(flag(m[1]!), `missing value (${see})`);
+  if ((m = /^Arguments (\S+) and (\S+) are mutually exclusive$/s.exec(msg))) return new CfsError(`${flag(m[1]!)}, ${flag(m[2]!)}`, `cannot be used together (${see})`);
+  if ((m = /^Invalid values?:\s*Argument: ([^,]+), Given: (.*?), Choices: (.*)$/s.exec(msg))) {
+    const name = m[1]!;
+    const given = m[2]!.replace(/^"(.*)"$/, "$1");
+    const choices = m[3]!.split(/,\s*/).map((c) => c.replace(/^"(.*)"$/, "$1"));
+    if (positionalNames.has(name)) return new CfsError(given, `invalid ${name} (expected ${listOf(choices)}; ${see})`);
+    return new CfsError(`${flag(name)}=${given}`, `invalid value (expected ${listOf(choices)})`);
+  }
+  if ((m = /^Not enough non-option arguments: got (\d+), need at least (\d+)$/s.exec(msg)) || subcommands.length > 0) {
+    if (subcommands.length > 0) {
+      if (extra !== undefined && !subcommands.includes(extra)) return unknownCommand(extra);
+      return new CfsError(cmd, `missing command (commands: ${subcommands.join(", ")}; ${see})`);
+    }
+    const got = Number(m?.[1] ?? 0);
+    const missing = required.slice(got).map((n) => n.toUpperCase());
+    return new CfsError(cmd || "cfsboot", `missing argument${missing.length > 1 ? "s" : ""} ${missing.join(" ") || "(see usage)"} (${see})`);
+  }
+  if ((m = /^Too many non-option arguments: got (\d+), maximum of (\d+)$/s.exec(msg))) {
+    const token = lastParsed?.positionals[path.length + Number(m[2])];
+    return new CfsError(token ?? cmd, `unexpected argument (${see})`);
+  }
+  return new CfsError(cmd || "usage", `${oneLine(msg)} (${see})`);
+}
+
+/**
+ * Every string and number option of a command needs a value: `--sysroot`
+ * at the end or followed by another option is an error, never "" (which
+ * would resolve to the current directory).
+ */
+function valuesRequired(y: Argv): Argv {
+  const o = (y as unknown as { getOptions?: () => { string?: string[]; number?: string[]; key?: Record<string, unknown> } }).getOptions?.();
+  if (o === undefined) return y;
+  const keys = [...new Set([...(o.string ?? []), ...(o.number ?? [])])].filter((k) => o.key?.[k] !== undefined);
+  return keys.length > 0 ? y.requiresArg(keys) : y;
+}
+
 export async function runCli(argv: string[]): Promise<number> {
   exitStatus = 0;
+  installInterruptHandlers();
+  lastParsed = null;
   let parser = yargs(argv.map((a) => (a === "-" ? DASH : a)))
-    .middleware(restoreDash, true)
+    .middleware(((args: Record<string, unknown>, y: unknown) => {
+      restoreDash(args);
+      captureParse(args, y);
+    }) as unknown as (args: Record<string, unknown>) => void, true)
+    .middleware(refuseRepeats, true)
     .scriptName("cfsboot")
     .strict()
     .demandCommand(1, "a command is required (see --help)")
@@ -72,8 +221,10 @@ export async function runCli(argv: string[]): Promise<number> {
     .version(false)
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .exitProcess(false)
-    .fail((msg: string | undefined, err: Error | undefined) => {
-      throw err ?? new CfsError("usage", msg ?? "invalid arguments");
+    .fail((msg: string | undefined, err: Error | undefined, usage: unknown) => {
+      // yargs-parser's own complaints arrive as errors ("Not enough arguments following: x").
+      if (err !== undefined && !(err instanceof CfsError) && /^Not enough arguments following: /.test(err.message)) throw usageError(err.message, usage as UsageLike, argv);
+      throw err ?? usageError(msg ?? "invalid arguments", usage as UsageLike, argv);
     });
   for (const c of commands) parser = parser.command(c);
   try {

@@ -13,7 +13,7 @@
 // `ls` and `dump` print each image as soon as it is read; the first image
 // that cannot be read stops the command (exit 1) after the earlier output.
 
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { join } from "node:path";
 import type { Argv } from "yargs";
 import { bstrFromUtf8, type BStr } from "../../shared/bytes.ts";
@@ -21,6 +21,7 @@ import { cDump, cList, cPayloads } from "../../shared/erofs/cdump.ts";
 import { type CNode, loadImageC } from "../../shared/erofs/reader.ts";
 import { CfsError, describeError } from "../../shared/errors.ts";
 import { defineCommand } from "../cli.ts";
+import { readInputFile } from "../input.ts";
 import { measureFileHex } from "./fsverity.ts";
 
 const ACTIONS = ["ls", "dump", "objects", "missing-objects", "measure-file"] as const;
@@ -40,11 +41,7 @@ function writeOut(data: Uint8Array | string): Promise<void> {
 }
 
 function readImageFile(path: string): Uint8Array {
-  try {
-    return new Uint8Array(readFileSync(path));
-  } catch (e) {
-    throw new CfsError(path, `cannot read image: ${describeError(e)}`);
-  }
+  return readInputFile(path);
 }
 
 function exists(basedir: string, payload: BStr): boolean {
@@ -67,7 +64,7 @@ export const composefsInfoCommand = defineCommand<InfoArgs>({
       .positional("paths", { type: "string", array: true, describe: "images (files for measure-file)" })
       .option("basedir", { type: "string", describe: "object store for missing-objects" })
       // Not `array: true`, which would swallow the image paths after it; repeated options collect anyway.
-      .option("filter", { type: "string", describe: "only this top-level name (repeatable)" }) as unknown as Argv<InfoArgs>,
+      .option("filter", { type: "string", array: true, nargs: 1, describe: "only this top-level name (repeatable)" }) as unknown as Argv<InfoArgs>,
   handler: async (args) => {
     const paths = (args.paths ?? []).map(String);
     if (args.action === "measure-file") {

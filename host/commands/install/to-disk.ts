@@ -44,7 +44,9 @@ export function parseSize(s: string, what: string): number {
   if (m === null) throw new CfsError(`${what} ${JSON.stringify(s)}`, "expected a size such as 4G, 512M or a number of bytes");
   const mult: Record<string, number> = { "": 1, K: 1024, M: 1024 ** 2, G: 1024 ** 3, T: 1024 ** 4 };
   const unit = (m[2] ?? "").toUpperCase().replace(/I?B$/, "");
-  return Math.round(Number(m[1]) * mult[unit]!);
+  const n = Math.round(Number(m[1]) * mult[unit]!);
+  if (!Number.isSafeInteger(n)) throw new CfsError(`${what} ${JSON.stringify(s)}`, "too large (at most 8 PiB)");
+  return n;
 }
 
 export const toDiskCommand = defineCommand<Args>({
@@ -56,7 +58,7 @@ export const toDiskCommand = defineCommand<Args>({
         .positional("device", { type: "string", describe: "block device or image file" })
         .option("source-imgref", { type: "string", demandOption: true, describe: "image to install (docker://…, oci:…, oci-archive:…, containers-storage:…)" })
         .option("bootloader", { type: "string", default: "systemd", describe: "systemd (the only one to-disk installs)" })
-        .option("karg", { type: "string", describe: "an extra kernel argument (repeatable)" })
+        .option("karg", { type: "string", array: true, nargs: 1, describe: "an extra kernel argument (repeatable)" })
         .option("composefs-insecure", { type: "boolean", describe: "do not require fs-verity (karg composefs…=?…)" })
         .option("allow-missing-verity", { type: "boolean", describe: "same as --composefs-insecure (bootc's name)" })
         .option("erofs", { type: "string", default: "v1", describe: "EROFS images of the repository: v1 or dual (V1 and V2)" })

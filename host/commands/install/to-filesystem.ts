@@ -38,7 +38,7 @@ export const toFilesystemCommand = defineCommand<Args>({
         .positional("target", { type: "string", describe: "the physical root to install to" })
         .option("source-imgref", { type: "string", demandOption: true, describe: "image to install (docker://…, oci:…, oci-archive:…, containers-storage:…)" })
         .option("bootloader", { type: "string", default: "systemd", describe: "systemd (systemd-boot on the ESP), grub (entries in the boot directory) or none" })
-        .option("karg", { type: "string", describe: "an extra kernel argument (repeatable)" })
+        .option("karg", { type: "string", array: true, nargs: 1, describe: "an extra kernel argument (repeatable)" })
         .option("composefs-insecure", { type: "boolean", describe: "do not require fs-verity (karg composefs…=?…)" })
         .option("allow-missing-verity", { type: "boolean", describe: "same as --composefs-insecure (bootc's name)" })
         .option("erofs", { type: "string", default: "v1", describe: "EROFS images of the repository: v1 or dual (V1 and V2)" })
