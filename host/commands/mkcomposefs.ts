@@ -21,7 +21,6 @@
 //
 // Any failure: one line `cfsboot: <input>: <what>`, exit 1, no image file.
 
-import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import type { Argv } from "yargs";
 
@@ -31,8 +30,8 @@ import { parseDumpfile } from "../../shared/dumpfile.ts";
 import { chooseVersion, writeErofs } from "../../shared/erofs/writer.ts";
 import { fsverityDigest } from "../../shared/fsverity.ts";
 import type { Dir } from "../../shared/tree.ts";
-import { fromNodeError } from "../../shared/sys.ts";
 import { writeOutput, writeStdout } from "../atomic.ts";
+import { readInputFile } from "../input.ts";
 import { defineCommand } from "../cli.ts";
 import { DigestPool } from "../digest.ts";
 import { fillDigestStore, scanDirectory } from "../scan.ts";
@@ -78,11 +77,7 @@ export function resolveVersion(root: Dir, min: number | undefined, max: number |
 }
 
 function readSource(source: string): Uint8Array {
-  try {
-    return source === "-" ? new Uint8Array(readFileSync(0)) : new Uint8Array(readFileSync(source));
-  } catch (e) {
-    throw fromNodeError(source === "-" ? "stdin" : bstrFromUtf8(source), "read", e);
-  }
+  return readInputFile(source, source === "-" ? "stdin" : bstrFromUtf8(source));
 }
 
 export const mkcomposefsCommand = defineCommand<Args>({
