@@ -269,8 +269,10 @@ export function migratePrefixes(host: Host, st: HostState): string[] {
 
 /** Migrate prefixes, reporting instead of failing (run by mutating commands). */
 export function migratePrefixesQuietly(host: Host): void {
+  // A host that cannot be read (no boot loader recorded, bad --booted-cmdline, missing ESP) is the
+  // command's own error, reported once by it, not a warning before it.
+  const st = loadHostState(host);
   try {
-    const st = loadHostState(host);
     for (const m of migratePrefixes(host, st)) process.stderr.write(`cfsboot: migrated boot artifact ${m}\n`);
   } catch (e) {
     process.stderr.write(`cfsboot: warning: prefix migration: ${describeError(e)}\n`);

@@ -103,6 +103,15 @@ function isMountPoint(path: string): boolean {
   }
 }
 
+/** `path` is a directory, or a symlink to one. */
+function followsToDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
 export interface BootedInfo {
   id: string;
   karg: ComposefsKarg;
@@ -130,7 +139,18 @@ export class Host {
   private bootloaderCache: HostBootloader | null = null;
   private bootedCache: BootedInfo | null | undefined = undefined;
 
+  /** Constructed for install (the target need not hold a host yet). */
+  private readonly installing: boolean;
+
   constructor(args: HostArgs, opts: { target?: string } = {}) {
+    for (const k of ["sysroot", "booted-cmdline", "esp", "boot-dir"] as const) {
+      if (args[k] === "") throw new CfsError(`--${k}`, "empty path");
+    }
+    // An explicit --sysroot must exist: never create a host's state in a mistyped directory.
+    if (opts.target === undefined && args.sysroot !== undefined && !followsToDirectory(args.sysroot)) {
+      throw new CfsError(`--sysroot ${args.sysroot}`, existsSync(args.sysroot) ? "not a directory" : "no such directory");
+    }
+    this.installing = opts.target !== undefined;
     const root = resolve(opts.target ?? args.sysroot ?? SYSTEM_SYSROOT);
     this.root = root;
     this.directory = root !== SYSTEM_SYSROOT;
@@ -325,6 +345,9 @@ export class Host {
    */
   async lock(): Promise<SysrootLock> {
     const path = `${this.cfsbootPath}/lock`;
+    if (!this.installing && !followsToDirectory(this.statePath)) {
+      throw new CfsError(this.root, "not a composefs host (no state/ directory; install one with `cfsboot install`)");
+    }
     let fd: number;
     try {
       mkdirp(this.cfsbootPath, 0o755);
