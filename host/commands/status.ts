@@ -32,7 +32,7 @@ export const statusCommand = defineCommand<Args>({
   builder: (y: Argv) =>
     hostOptions(y)
       .option("format", { type: "string", describe: "humanreadable, yaml or json (default: human-readable on a terminal, else YAML)" })
-      .option("json", { type: "boolean", hidden: true, describe: "same as --format=json" })
+      .option("json", { type: "boolean", describe: "same as --format=json" })
       .option("format-version", { type: "number", describe: "document version (0 and 1 both mean v1)" })
       .option("booted", { type: "boolean", describe: "only the booted deployment" })
       .option("verbose", { alias: "v", type: "boolean", describe: "more detail in the human-readable output" }) as unknown as Argv<Args>,
@@ -41,7 +41,7 @@ export const statusCommand = defineCommand<Args>({
     if (format === "human-readable") format = "humanreadable";
     if (!["humanreadable", "yaml", "json"].includes(format)) throw new CfsError("--format", `unknown format "${format}" (expected humanreadable, yaml or json)`);
     const fv = args["format-version"];
-    if (fv !== undefined && fv !== 0 && fv !== 1) throw new CfsError("--format-version", `Unsupported format version: ${fv}`);
+    if (fv !== undefined && fv !== 0 && fv !== 1) throw new CfsError("--format-version", `unsupported format version ${fv} (expected 0 or 1)`);
     const host = new Host(args);
     let repo: Repository | null = null;
     if (exists(`${host.repoPath}/meta.json`)) {
