@@ -108,7 +108,9 @@ export async function hostGc(host: Host, repo: Repository | null, opts: { dryRun
   }
 
   // Boot binaries.
-  const unused = (name: string): boolean => !used.has(name) && !bootedArtifacts.has(name) && !keepText.includes(name);
+  // The booted deployment keeps its binaries, tag and images even when its entry cannot be read
+  // (a corrupted entry file must not make gc delete the running system's image).
+  const unused = (name: string): boolean => !used.has(name) && !bootedArtifacts.has(name) && !keepText.includes(name) && name !== bootedId;
   for (const n of listDir(host.kernelBinDir)) {
     if (!n.startsWith(ARTIFACT_PREFIX) || !isDirectory(`${host.kernelBinDir}/${n}`)) continue;
     if (unused(n.slice(ARTIFACT_PREFIX.length))) rm(`${host.kernelBinDir}/${n}`, r.removedKernelDirs);
@@ -148,7 +150,9 @@ export async function hostGc(host: Host, repo: Repository | null, opts: { dryRun
   // Tags and repository objects.
   if (repo !== null) {
     const liveManifests = new Set<string>();
-    for (const id of ids) {
+    const liveIds = new Set(ids);
+    if (bootedId !== null && exists(host.stateDir(bootedId))) liveIds.add(bootedId);
+    for (const id of liveIds) {
       const o = st.origins.get(id)?.origin ?? null;
       let md = o?.manifestDigest ?? null;
       if (md === null) {
@@ -173,7 +177,7 @@ export async function hostGc(host: Host, repo: Repository | null, opts: { dryRun
       if (!dry) repo.untag(t.name);
     }
     if (opts.prune ?? true) {
-      r.repo = await repo.gc({ dryRun: dry, extraRoots: [...ids] });
+      r.repo = await repo.gc({ dryRun: dry, extraRoots: [...liveIds] });
     }
   }
   return r;
