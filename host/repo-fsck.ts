@@ -26,6 +26,7 @@ import { REPO_META_FILENAME, parseRepoMeta } from "../shared/repometa.ts";
 import { type SplitStreamInfo, parseSplitStream, readChunks } from "../shared/splitstream.ts";
 import * as sys from "../shared/sys.ts";
 import { DigestPool } from "./digest.ts";
+import { progressBar } from "./progress.ts";
 import { type Repository, TMP_SYMLINK_PREFIX, readFd } from "./repo.ts";
 
 export type FsckErrorKind =
@@ -192,8 +193,12 @@ async function checkObjects(repo: Repository, r: FsckReport): Promise<void> {
     r.objectsCorrupted++;
     r.errors.push({ kind, path, detail });
   };
+  // On a terminal: a bar over the 256 object prefix directories (rate and ETA).
+  const bar = progressBar("fsck", { unit: "prefix directories" });
+  let dirsDone = 0;
   try {
     for (const xx of dirs) {
+      bar.update(`${r.objectsChecked} objects checked`, dirsDone++, dirs.length);
       let names: string[];
       try {
         if (!lstatSync(`${repo.path}/objects/${xx}`).isDirectory()) continue;
@@ -270,6 +275,7 @@ async function checkObjects(repo: Repository, r: FsckReport): Promise<void> {
     }
     await Promise.all(pending);
   } finally {
+    bar.stop();
     await pool.close();
   }
 }

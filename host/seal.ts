@@ -127,7 +127,7 @@ export async function seal(host: Host, opts: { dryRun?: boolean } = {}): Promise
     // 1. objects
     const objects = objectFiles(repo);
     report.objects = objects.length;
-    const bar = progressBar(dryRun ? "checking" : "sealing");
+    const bar = progressBar(dryRun ? "checking" : "sealing", { unit: "objects" });
     const pool = sharedDigestPool();
     try {
       let done = 0;
