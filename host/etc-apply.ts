@@ -385,7 +385,7 @@ export function writeOverlayUpper(upper: BStr, C: EtcTree, currentRoot: BStr, N:
     const all = [...new Set([...need, ...entries.map((e) => e.p)])].sort(comparePaths);
     for (const p of all) {
       const r = result.get(p);
-      if (nodes.has(p) || (need.has(p) && !nodes.has(p))) {
+      if (nodes.has(p) || need.has(p)) {
         if (r === undefined) throw new CfsError(show(p), "overlay upper: a needed directory is not in the planned tree");
         if (r.kind === "dir") {
           const dfd = w.t.openDir(parentOf(p), p);
