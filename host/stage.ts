@@ -13,14 +13,11 @@
 
 import { type NamedEntry, entryFileName, grubMenuEntryForUki, parseCounter, planStagedEntries, withoutCounter } from "../shared/bls.ts";
 import { CfsError, describeError } from "../shared/errors.ts";
-import { conflictSummary, formatConflict, planEtcMerge } from "../shared/etcmerge.ts";
+import { conflictSummary, formatConflict } from "../shared/etcmerge.ts";
 import { applyKargsDiff, joinCmdline, kargsDiff, parseComposefsKarg, setComposefsKarg, splitCmdline } from "../shared/kargs.ts";
 import { humanBytes } from "../shared/oci.ts";
 import { parseTransportRef } from "../shared/origin.ts";
 import { bootLabel } from "../shared/osrelease.ts";
-import { readImage } from "../shared/erofs/reader.ts";
-import { lookup } from "../shared/tree.ts";
-import type { Dir } from "../shared/tree.ts";
 import {
   BOOT_TRIES,
   type PreparedImage,
@@ -41,9 +38,8 @@ import {
 } from "./deploy.ts";
 import { type HostState, loadHostState, removeStagedMarker, writeStagedMarker } from "./deployments.ts";
 import { type LiveEntry, orderForGrub, removeStaged, writeEntrySet, writeGrubCfg } from "./entries.ts";
-import { etcFromDisk, etcFromImage } from "./etcsnap.ts";
+import { mergeInputs, planMerge } from "./etc-inputs.ts";
 import { hostGc, migratePrefixesQuietly } from "./hostgc.ts";
-import { repoContent } from "./materialize.ts";
 import type { SourceOptions, RemoteImageInfo } from "./pull.ts";
 import { Repository } from "./repo.ts";
 import { ALGORITHM, type Host, withLock } from "./sysroot.ts";
@@ -82,23 +78,13 @@ function slotName(st: HostState, id: string): string {
   return "other";
 }
 
-/** The booted image's /etc, the live /etc, the new image's /etc: refuse conflicts (etc-merge.md §6). */
+/**
+ * The booted image's /etc, the live /etc, the new image's /etc: refuse
+ * conflicts (etc-merge.md §6), from the same inputs finalize uses
+ * (host/etc-inputs.ts: the /etc mount modes, `.updated` left out).
+ */
 function checkEtcMerge(host: Host, repo: Repository, bootedId: string, p: PreparedImage, out: (l: string) => void): void {
-  const content = repoContent(repo);
-  let bootedTree: Dir;
-  try {
-    bootedTree = readImage(repo.openImage(bootedId), { name: `images/${bootedId}`, algorithm: ALGORITHM }).root;
-  } catch (e) {
-    throw new CfsError(`booted deployment ${bootedId}`, `cannot read its image from the repository: ${describeError(e)}`);
-  }
-  const etcOf = (t: Dir): Dir | null => {
-    const n = lookup(t, "/etc");
-    return n !== undefined && n.kind === "dir" ? n : null;
-  };
-  const O = etcFromImage(etcOf(bootedTree), content, `booted image ${bootedId}`);
-  const C = etcFromDisk(host.liveEtc(bootedId));
-  const N = etcFromImage(etcOf(p.tree), content, p.imgref);
-  const r = planEtcMerge(O.tree, C.tree, N.tree, { specials: C.specials });
+  const r = planMerge(mergeInputs(host, repo, bootedId, p.id, { booted: host.booted()?.cmdline ?? [], next: [] }));
   if ("conflicts" in r) {
     for (const c of r.conflicts) out(formatConflict(c));
     throw new CfsError("/etc", conflictSummary(r.conflicts.length));
