@@ -48,8 +48,8 @@ for (const alg of ["sha256", "sha512"]) {
       alg === "sha256"
         ? "SHA-256 speed: both hash ~1.5 GB/s per core (SHA-NI); we hash on both cores, fsverity-utils on one, " +
           "so the gain needs an idle second core; fixed ~0.15 s start-up (Bun + CLI) and worker start"
-        : "SHA-512 speed: BoringSSL (Bun) ~600-690 MB/s per core vs OpenSSL ~730-900 MB/s; two cores make up " +
-          "for it only when the second core is idle; fixed ~0.15 s start-up",
+        : "SHA-512 speed: OpenSSL's libcrypto (through bun:ffi, host/hashing.ts) ~860-970 MB/s per core, as " +
+          "fsverity-utils; we hash on both cores, so the gain needs an idle second core; fixed start-up and worker start",
     skip: noFsverity,
     setup: () => void bigFile(),
     ours: { label: "cfsboot", argv: [cfsboot(), "fsverity", "digest", `--hash-alg=${alg}`, file] },

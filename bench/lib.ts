@@ -96,8 +96,9 @@ export function hasTool(name: string): boolean {
   return spawnSync("sh", ["-c", `command -v "$1"`, "sh", name], { stdio: "ignore" }).status === 0;
 }
 
-/** dist/cfsboot, built first if it does not exist. */
+/** $CFSBOOT_EXE (to compare builds), else dist/cfsboot, built first if it does not exist. */
 export function cfsboot(): string {
+  if (process.env.CFSBOOT_EXE) return process.env.CFSBOOT_EXE;
   const exe = join(projectRoot, "dist/cfsboot");
   if (!existsSync(exe)) {
     const r = spawnSync(process.execPath, ["host/build.ts"], { cwd: projectRoot, stdio: "inherit" });

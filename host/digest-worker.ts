@@ -13,6 +13,9 @@
 import { closeSync, fstatSync, openSync, readSync, constants as C } from "node:fs";
 import { DIGEST_SIZE, FsVerityHasher, fsverityDigest, hashLeaves, type HashAlg } from "../shared/fsverity.ts";
 import type { BatchItem, BatchResult, WorkerReply, WorkerRequest } from "./digest.ts";
+import { useFastestHashing } from "./hashing.ts";
+
+useFastestHashing();
 
 declare const self: Worker;
 

@@ -29,7 +29,8 @@ async function main(): Promise<number> {
     const { runSetupRoot } = await import("../initramfs/main.ts");
     return runSetupRoot(argv.slice(1));
   }
-  const { runCli } = await import("./cli.ts");
+  const [{ runCli }, { useFastestHashing }] = await Promise.all([import("./cli.ts"), import("./hashing.ts")]);
+  useFastestHashing();
   return runCli(argv);
 }
 

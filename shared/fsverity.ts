@@ -61,14 +61,56 @@ export function algFromHexLength(len: number): HashAlg | undefined {
 }
 
 // ---------------------------------------------------------------------------
-// Block hashing. Bun.CryptoHasher.hash(alg, input, output) writes straight
-// into a caller's buffer: no hasher object or result buffer per block
-// (measured fastest of node:crypto, Bun.CryptoHasher and @noble/hashes; see
-// the README section "fs-verity").
+// Block hashing. Every hash goes through one `HashPieces` function per
+// algorithm: `count` equal pieces (usually 4096-byte blocks) in one call, so
+// an implementation across a foreign-function boundary pays its per-call
+// cost once per batch and the callers create no subarrays. The default is
+// Bun's own SHA-2 (BoringSSL): `Bun.CryptoHasher.hash(alg, input, output)`
+// writes straight into the caller's buffer (measured fastest of node:crypto,
+// Bun.CryptoHasher and @noble/hashes). Host start-up code may select another
+// implementation for its thread (host/hashing.ts: OpenSSL's libcrypto for
+// sha512); this module never does. See the README section "fs-verity".
+
+/**
+ * Hashes `count` consecutive pieces of `len` bytes of `src`, the first at
+ * byte `srcOff`, writing their digests back to back into `out` from byte
+ * `outOff`. Ranges are the caller's to get right (implementations check).
+ */
+export type HashPieces = (src: Uint8Array, srcOff: number, len: number, count: number, out: Uint8Array, outOff: number) => void;
+
+function bunPieces(alg: HashAlg): HashPieces {
+  const ds = DIGEST_SIZE[alg];
+  return (src, srcOff, len, count, out, outOff) => {
+    if (srcOff + len * count > src.byteLength || outOff + ds * count > out.byteLength) throw new RangeError("hash: range outside the buffer");
+    for (let i = 0; i < count; i++) {
+      const s = srcOff + i * len;
+      const o = outOff + i * ds;
+      Bun.CryptoHasher.hash(alg, src.subarray(s, s + len), out.subarray(o, o + ds));
+    }
+  };
+}
+
+/** Bun's SHA-2 (BoringSSL), the default implementation. */
+export const BUN_HASH: Readonly<Record<HashAlg, HashPieces>> = { sha256: bunPieces("sha256"), sha512: bunPieces("sha512") };
+
+/** The implementation in use, per algorithm (module state: one per thread). */
+const impl: Record<HashAlg, HashPieces> = { ...BUN_HASH };
+
+/**
+ * Selects the implementation of `alg` for this thread (`undefined`: Bun's).
+ * It must compute the same SHA-2; host code picks it once at start-up.
+ */
+export function setHashImplementation(alg: HashAlg, f: HashPieces | undefined): void {
+  impl[alg] = f ?? BUN_HASH[alg];
+}
+
+/** The implementation of `alg` in use in this thread. */
+export function hashImplementation(alg: HashAlg): HashPieces {
+  return impl[alg];
+}
 
 function hashInto(alg: HashAlg, input: Uint8Array, out: Uint8Array, outOffset: number): void {
-  const ds = DIGEST_SIZE[alg];
-  Bun.CryptoHasher.hash(alg, input, out.subarray(outOffset, outOffset + ds));
+  impl[alg](input, 0, input.byteLength, 1, out, outOffset);
 }
 
 /** Zero-padded copy of a last partial block (hashLeaves is synchronous: one suffices). */
@@ -92,9 +134,7 @@ export function hashLeaves(alg: HashAlg, data: Uint8Array, out?: Uint8Array): Ui
   const n = full + (rest > 0 ? 1 : 0);
   const res = out ? out.subarray(0, n * ds) : new Uint8Array(n * ds);
   if (res.byteLength < n * ds) throw new RangeError("hashLeaves: output buffer too small");
-  for (let i = 0; i < full; i++) {
-    hashInto(alg, data.subarray(i * BLOCK_SIZE, (i + 1) * BLOCK_SIZE), res, i * ds);
-  }
+  if (full > 0) impl[alg](data, 0, BLOCK_SIZE, full, res, 0);
   if (rest > 0) {
     const last = lastBlock;
     last.set(data.subarray(full * BLOCK_SIZE));
@@ -271,9 +311,7 @@ export class FsVerityHasher {
     const ds = DIGEST_SIZE[this.alg];
     while (len - off >= BLOCK_SIZE) {
       const n = Math.min(LEAF_BATCH, Math.floor((len - off) / BLOCK_SIZE));
-      for (let i = 0; i < n; i++) {
-        hashInto(this.alg, chunk.subarray(off + i * BLOCK_SIZE, off + (i + 1) * BLOCK_SIZE), scratch, i * ds);
-      }
+      impl[this.alg](chunk, off, BLOCK_SIZE, n, scratch, 0);
       this.builder.addLeafHashes(scratch.subarray(0, n * ds));
       off += n * BLOCK_SIZE;
     }

@@ -14,7 +14,8 @@
 //   openat2) go through syscall(2) with the unified syscall numbers.
 //
 // Sections: errors · libc binding · files and fds · xattrs · fs-verity ·
-// the new mount API · classic mount · loop devices · namespaces.
+// libcrypto (SHA-2) · the new mount API · classic mount · loop devices ·
+// namespaces.
 
 import { dlopen, ptr, read, type Pointer } from "bun:ffi";
 import { constants as fsConstants } from "node:fs";
@@ -705,6 +706,73 @@ export function measureVerity(fd: number, input = `fd ${fd}`): VerityMeasurement
   const size = dv.getUint16(2, true);
   const algorithm = algId === 1 ? "sha256" : algId === 2 ? "sha512" : algId;
   return { algorithm, digest: arg.slice(4, 4 + size) };
+}
+
+// ---- libcrypto: OpenSSL's SHA-2 --------------------------------------------------------------
+
+// OpenSSL 3's libcrypto (Debian package libssl3), loaded only on request and
+// never required: it is not a dependency of the executable (Bun carries
+// BoringSSL), so an initramfs or a minimal system may lack it. Its SHA-512
+// is ~40% faster per core than Bun's here (README "fs-verity").
+//
+// One EVP_MD (fetched once) and one reused EVP_MD_CTX per thread; per piece
+// three calls (init, update, final) of ~10 ns each, no allocation. Pointers
+// are computed once per batch from the buffers, which the caller keeps alive.
+
+function openLibcrypto() {
+  return dlopen("libcrypto.so.3", {
+    EVP_MD_fetch: { args: ["ptr", "ptr", "ptr"], returns: "ptr" },
+    EVP_MD_CTX_new: { args: [], returns: "ptr" },
+    EVP_DigestInit_ex2: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
+    EVP_DigestUpdate: { args: ["ptr", "ptr", "u64"], returns: "i32" },
+    EVP_DigestFinal_ex: { args: ["ptr", "ptr", "ptr"], returns: "i32" },
+  }).symbols;
+}
+
+let libcryptoCache: ReturnType<typeof openLibcrypto> | null | undefined;
+
+/** A byte to point at when a piece is empty (ptr() refuses empty buffers). */
+const oneByte = new Uint8Array(1);
+
+/**
+ * libcrypto's `alg` ("sha256" or "sha512") as a batch hash function: hashes
+ * `count` consecutive `len`-byte pieces of `src` from byte `srcOff` into
+ * consecutive digests in `out` from byte `outOff` (the shape of
+ * shared/fsverity.ts `HashPieces`). Null when libcrypto.so.3 cannot be
+ * loaded or lacks the algorithm. Loading costs ~10 ms of CPU (dlopen ~6 ms,
+ * provider set-up ~4 ms). A failing call (never seen) throws a CfsError.
+ */
+export function libcryptoHasher(alg: "sha256" | "sha512"): ((src: Uint8Array, srcOff: number, len: number, count: number, out: Uint8Array, outOff: number) => void) | null {
+  if (libcryptoCache === undefined) {
+    try {
+      libcryptoCache = openLibcrypto();
+    } catch {
+      libcryptoCache = null;
+    }
+  }
+  const lib = libcryptoCache;
+  if (lib === null) return null;
+  const md = lib.EVP_MD_fetch(null, cstr(alg.toUpperCase()), null);
+  const ctx = md === null ? null : lib.EVP_MD_CTX_new();
+  if (md === null || ctx === null) return null;
+  const ds = alg === "sha256" ? 32 : 64;
+  const { EVP_DigestInit_ex2: init, EVP_DigestUpdate: update, EVP_DigestFinal_ex: final } = lib;
+  return (src, srcOff, len, count, out, outOff) => {
+    if (!(Number.isInteger(srcOff) && Number.isInteger(len) && Number.isInteger(count) && Number.isInteger(outOff)) || srcOff < 0 || len < 0 || count < 0 || outOff < 0 ||
+        srcOff + len * count > src.byteLength || outOff + ds * count > out.byteLength) {
+      throw new RangeError(`${alg}: range outside the buffer`);
+    }
+    if (count === 0) return;
+    const s = src.byteLength > 0 ? ptr(src) : ptr(oneByte);
+    const o = ptr(out);
+    for (let i = 0; i < count; i++) {
+      const ok =
+        init(ctx, md, null) &
+        update(ctx, (len === 0 ? s : s + srcOff + i * len) as Pointer, len) &
+        final(ctx, (o + outOff + i * ds) as Pointer, null);
+      if (ok !== 1) throw new CfsError("libcrypto", `${alg} failed`);
+    }
+  };
 }
 
 // ---- the new mount API -------------------------------------------------------------------

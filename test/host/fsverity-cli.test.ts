@@ -20,8 +20,8 @@ function ruleA(size: number, salt = 0): Uint8Array {
   return d;
 }
 
-function run(cmd: string, args: string[], opts: { cwd?: string; uid?: boolean } = {}): SpawnSyncReturns<string> {
-  return spawnSync(cmd, args, { cwd: opts.cwd ?? dir, encoding: "latin1", timeout: 60_000 });
+function run(cmd: string, args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): SpawnSyncReturns<string> {
+  return spawnSync(cmd, args, { cwd: opts.cwd ?? dir, encoding: "latin1", timeout: 60_000, env: opts.env ? { ...process.env, ...opts.env } : undefined });
 }
 
 const ours = (args: string[], cwd?: string) => run(cfsbootExe, ["fsverity", "digest", ...args], { cwd });
@@ -83,6 +83,19 @@ describe("same output as fsverity digest", () => {
       const a = ours([`--hash-alg=${alg}`, ...files]);
       expect(a.status).toBe(0);
       expect(a.stdout).toBe(theirs([`--hash-alg=${alg}`, ...files]).stdout);
+    }
+  });
+
+  test("both SHA-2 implementations (CFSBOOT_HASH=bun, CFSBOOT_HASH=libcrypto) print the same", () => {
+    if (!haveFsverity()) return;
+    for (const alg of ["sha256", "sha512"]) {
+      const args = [`--hash-alg=${alg}`, ...FILES];
+      const want = theirs(args).stdout;
+      for (const impl of ["bun", "libcrypto"]) {
+        const a = run(cfsbootExe, ["fsverity", "digest", ...args], { env: { CFSBOOT_HASH: impl } });
+        expect(a.stderr, impl).toBe("");
+        expect(a.stdout, `${alg} ${impl}`).toBe(want);
+      }
     }
   });
 
