@@ -13,9 +13,10 @@
 //
 // Readers honour the ranges (any order) and the legacy pre-repr(C) header.
 //
-// Compression uses node:zlib's streaming zstd (Bun): one frame, no checksum, no
-// content size, like the zstd crate's streaming encoder. Only the compressed
-// stream is kept in memory; inline data is compressed as it is written.
+// Compression uses node:zlib's streaming zstd (Bun), driven synchronously
+// (shared/zsync.ts): one frame, no checksum, no content size, like the zstd
+// crate's streaming encoder. Only the compressed stream is kept in memory;
+// inline data is compressed as it is written.
 //
 // Chunking: composefs-rs coalesces all adjacent inline data into one chunk.
 // This writer does the same, except that a caller may mark `boundary()`
@@ -28,6 +29,7 @@
 import * as zlib from "node:zlib";
 import { bstr } from "./bytes.ts";
 import { CfsError } from "./errors.ts";
+import { SyncCodec } from "./zsync.ts";
 
 export type VerityAlgorithm = "sha256" | "sha512";
 
@@ -62,45 +64,58 @@ export function contentTypeName(v: bigint): string {
 
 // ---- zstd helpers ---------------------------------------------------------------------
 
-/** Incremental zstd compressor producing exactly one frame. */
+/** Bytes collected before one call into the compressor (many splitstream records are tiny). */
+const STAGE_SIZE = 128 << 10;
+
+/**
+ * Incremental zstd compressor producing exactly one frame (the same bytes
+ * node:zlib's zstd stream produces for the same input: shared/zsync.ts
+ * drives its handle synchronously, writes staged into 128 KiB pieces).
+ */
 class FrameCompressor {
-  private z = zlib.createZstdCompress();
+  private c = new SyncCodec("zstd-compress", 64 << 10);
   private out: Uint8Array[] = [];
   private size = 0;
-  private error: Error | null = null;
-  private needDrain = false;
+  private readonly stage = new Uint8Array(STAGE_SIZE);
+  private staged = 0;
 
-  constructor() {
-    this.z.on("data", (d: Buffer) => {
-      this.out.push(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-      this.size += d.byteLength;
-    });
-    this.z.on("error", (e: Error) => {
-      this.error = e;
-    });
-  }
-
-  write(b: Uint8Array): void {
-    if (b.length === 0) return;
-    if (!this.z.write(b)) this.needDrain = true;
-  }
-
-  /** Resolves once the compressor accepted what was written (bounded buffering). */
-  async drain(): Promise<void> {
-    if (this.needDrain) {
-      await new Promise<void>((resolve) => this.z.once("drain", () => resolve()));
-      this.needDrain = false;
+  private compress(b: Uint8Array, end = false): void {
+    for (const piece of this.c.run(b, end)) {
+      this.out.push(piece.slice());
+      this.size += piece.byteLength;
     }
-    if (this.error) throw this.error;
   }
 
-  /** End the frame and return it. (`end()` in Bun appends an extra empty frame; flush(e_end) does not.) */
+  /**
+   * Append bytes (copied). The compressor is called on whole 128 KiB pieces
+   * of the stream, so the frame depends only on the bytes written, not on
+   * how they were split into writes (e.g. by network chunk boundaries).
+   */
+  write(b: Uint8Array): void {
+    let off = 0;
+    while (off < b.length) {
+      const n = Math.min(STAGE_SIZE - this.staged, b.length - off);
+      this.stage.set(n === b.length ? b : b.subarray(off, off + n), this.staged);
+      this.staged += n;
+      off += n;
+      if (this.staged === STAGE_SIZE) {
+        this.compress(this.stage);
+        this.staged = 0;
+      }
+    }
+  }
+
+  /** Compression is synchronous: nothing to wait for (kept for callers that pace themselves). */
+  async drain(): Promise<void> {}
+
+  /** End the frame and return it. */
   async finish(): Promise<Uint8Array[]> {
-    await new Promise<void>((resolve) => this.z.flush(zlib.constants.ZSTD_e_end, () => resolve()));
-    // Let pending 'data' events run.
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    this.z.destroy();
-    if (this.error) throw this.error;
+    try {
+      this.compress(this.stage.subarray(0, this.staged), true);
+      this.staged = 0;
+    } finally {
+      this.c.close();
+    }
     return this.out;
   }
 
@@ -115,10 +130,12 @@ function u64le(v: bigint | number): Uint8Array {
   return b;
 }
 
-function i64le(v: bigint | number): Uint8Array {
-  const b = new Uint8Array(8);
-  new DataView(b.buffer).setBigInt64(0, BigInt(v), true);
-  return b;
+/** A chunk header in a scratch buffer (FrameCompressor.write copies it at once). */
+const headerScratch = new Uint8Array(8);
+const headerView = new DataView(headerScratch.buffer);
+function chunkHeader(v: number): Uint8Array {
+  headerView.setBigInt64(0, BigInt(v), true);
+  return headerScratch;
 }
 
 function hexKey(d: Uint8Array): string {
@@ -194,7 +211,7 @@ export class SplitStreamWriter {
       this.objectRefs.push(id.slice());
       this.objectIndex.set(key, idx);
     }
-    this.z.write(i64le(idx));
+    this.z.write(chunkHeader(idx));
     this.total += BigInt(size);
     this.stats.externalBytes += Number(size);
     this.stats.externalChunks++;
@@ -226,8 +243,8 @@ export class SplitStreamWriter {
 
   private flushInline(): void {
     if (this.inlineLen === 0) return;
-    // One write per chunk: many small writes are slow in the zstd stream.
-    this.z.write(new Uint8Array(Buffer.concat([i64le(-BigInt(this.inlineLen)), ...this.inline])));
+    this.z.write(chunkHeader(-this.inlineLen));
+    for (const b of this.inline) this.z.write(b);
     this.inline = [];
     this.inlineLen = 0;
   }
@@ -512,26 +529,25 @@ export class ChunkDecoder {
 /** Decompress the stream section incrementally and yield its chunks (constant memory). */
 export async function* readChunks(info: SplitStreamInfo, name = "splitstream"): AsyncGenerator<SplitChunk> {
   const dec = new ChunkDecoder(info.objectRefs, name);
-  const z = zlib.createZstdDecompress();
+  const c = new SyncCodec("zstd-decompress");
   const input = info.stream;
-  // Feed in slices so the decompressor never holds the whole output.
-  const feeder = (async () => {
-    const step = 1 << 16;
-    for (let o = 0; o < input.length; o += step) {
-      if (!z.write(input.subarray(o, Math.min(input.length, o + step)))) {
-        await new Promise<void>((resolve) => z.once("drain", () => resolve()));
-      }
-    }
-    z.end();
-  })();
+  // Fed in slices so the decompressor never holds the whole output; each
+  // output piece is copied (the codec reuses its buffer, chunks are views).
+  const step = 1 << 16;
   try {
-    for await (const piece of z as AsyncIterable<Buffer>) {
-      for (const c of dec.push(new Uint8Array(piece.buffer, piece.byteOffset, piece.byteLength))) yield c;
+    for (let o = 0; o <= input.length; o += step) {
+      const end = o + step >= input.length;
+      let pieces: Uint8Array[];
+      try {
+        pieces = c.all(input.subarray(o, Math.min(input.length, o + step)), end);
+      } catch (e) {
+        throw new CfsError(name, `cannot decompress stream: ${(e as Error).message}`);
+      }
+      for (const piece of pieces) for (const ch of dec.push(piece)) yield ch;
+      if (end) break;
     }
-  } catch (e) {
-    throw new CfsError(name, `cannot decompress stream: ${(e as Error).message}`);
   } finally {
-    await feeder.catch(() => undefined);
+    c.close();
   }
   dec.end();
 }
