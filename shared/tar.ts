@@ -310,6 +310,20 @@ class ByteQueue {
     return out;
   }
 
+  /** Replace the queued chunks by one copy of the unconsumed bytes (the caller may then reuse its buffers). */
+  own(): void {
+    if (this.length === 0) {
+      this.chunks = [];
+      this.head = 0;
+      return;
+    }
+    const first = this.chunks[0]!;
+    // peek() returns a view when the first chunk holds everything: slice that one.
+    const copy = first.length - this.head >= this.length ? first.slice(this.head, this.head + this.length) : this.peek(this.length);
+    this.chunks = [copy];
+    this.head = 0;
+  }
+
   /** Consume up to n bytes from the first chunk only (zero-copy view). */
   takeSome(n: number): Uint8Array {
     const first = this.chunks[0]!;
@@ -383,6 +397,16 @@ export class TarReader {
   push(chunk: Uint8Array): void {
     if (this.ended) throw new Error("TarReader.push() after end()");
     this.q.push(chunk);
+  }
+
+  /**
+   * Copy the bytes pushed but not consumed yet (at most a partial header or
+   * extension data), so the caller may overwrite the chunks it pushed.
+   * Events already returned by next() are views of those chunks: consume
+   * them first.
+   */
+  copyPending(): void {
+    this.q.own();
   }
 
   /** No more input. */
