@@ -8,6 +8,7 @@ import { mkdirSync } from "node:fs";
 
 const WORKERS: string[] = [
   "host/digest-worker.ts",
+  "host/store-worker.ts",
 ];
 
 mkdirSync("dist", { recursive: true });
