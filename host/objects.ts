@@ -177,7 +177,7 @@ export class ObjectFiles {
   readonly alg: HashAlg;
   readonly secure: boolean;
   readonly gate: VerityGate;
-  private readonly namedTemporaries: boolean;
+  readonly namedTemporaries: boolean;
   /** objects/ and the objects/XX directories known to exist. */
   private readonly made = new Set<string>();
 
