@@ -133,7 +133,9 @@ export function buildAndSwap(stateDir: string, i: MergeInputs, plan: Plan, resul
     if (i.newMode === "bind") {
       if (i.newEtc !== null) writeTree(i.newEtc, fresh, i.content, label, { skipTop: new Set([".updated"]), noFsync: true });
       else chmodSync(fresh, 0o755);
+      lap("copy of the new /etc");
       applyPlanToCopy(fresh, plan, i.C.tree, i.currentRoot, result);
+      lap("local changes applied");
     } else {
       chmodSync(fresh, 0o755);
       mkdirSync(`${fresh}/upper`, { mode: 0o755 });
@@ -145,6 +147,7 @@ export function buildAndSwap(stateDir: string, i: MergeInputs, plan: Plan, resul
         chmodSync(`${fresh}/upper`, s.mode & 0o7777);
       }
       writeOverlayUpper(`${fresh}/upper`, i.C.tree, i.currentRoot, i.N.tree, result);
+      lap("overlay upper written");
     }
     // Everything written so far is durable before the exchange.
     const fd = sys.open(stateDir, sys.O_RDONLY | sys.O_DIRECTORY);
@@ -304,8 +307,11 @@ export async function finalizeStaged(host: Host): Promise<FinalizeResult> {
       const repo = Repository.open(host.repoPath);
       try {
         const nextCmdline = (st.stagedEntry!.entry.options ?? "").split(/\s+/).filter((x) => x !== "");
+        const lap = timer();
         const i = mergeInputs(host, repo, st.booted.id, id, { booted: st.booted.cmdline, next: nextCmdline });
+        lap("snapshots of the three /etc trees");
         const m = planMerge(i);
+        lap("plan");
         if ("conflicts" in m) {
           for (const c of m.conflicts) log(formatConflict(c));
           throw new CfsError("/etc", `${conflictSummary(m.conflicts.length, true)}: ${m.conflicts.map((c) => `/etc/${c.path} (${c.reason})`).join(", ")}`);
@@ -333,6 +339,7 @@ export async function finalizeStaged(host: Host): Promise<FinalizeResult> {
         const renamed = reconcileBootedName(st);
         if (renamed !== null) writeEntrySet(host.stagedEntriesDir, renamed);
         commitStaged(host);
+        lap("entries exchanged");
       } finally {
         repo.close();
       }
