@@ -43,7 +43,8 @@ import {
   writeUkiFile,
 } from "./deploy.ts";
 import { scanBlsDir, scanGrubCfg, writeEntrySet, writeGrubCfg } from "./entries.ts";
-import { exists, isDirectory, mkdirp } from "./fsops.ts";
+import { exists, isDirectory, mkdirp, removeTree } from "./fsops.ts";
+import { onInterrupt } from "./interrupt.ts";
 import type { SourceOptions } from "./pull.ts";
 import { Repository } from "./repo.ts";
 import { Host, withLock } from "./sysroot.ts";
@@ -161,7 +162,8 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
   if (!insecure && !filesystemHasVerity(o.target)) {
     throw new CfsError(o.target, "Specified filesystem does not support fs-verity (use --composefs-insecure to install without it)");
   }
-  return withLock(host, async () => {
+  const stateExisted = exists(host.statePath);
+  return withLock(host, () => undoOnFailure(host, stateExisted, async () => {
     if (installed()) throw new CfsError(o.target, "already holds a composefs installation (boot entries exist)");
     const source = o.source ?? {};
     log(`Fetching ${o.sourceImgref}`);
@@ -205,5 +207,28 @@ export async function installToFilesystem(o: InstallOptions): Promise<InstallRes
     } finally {
       repo.close();
     }
-  });
+  }));
+}
+
+/**
+ * A failed (or interrupted) install leaves the target as it found it: the
+ * directories it created there (composefs/, ostree/, and state/ when the
+ * lock created it) are removed. Runs under the host lock, so nothing else
+ * wrote into them.
+ */
+async function undoOnFailure<T>(host: Host, stateExisted: boolean, fn: () => Promise<T>): Promise<T> {
+  const created = ["composefs", "ostree"].map((d) => `${host.root}/${d}`).filter((d) => !exists(d));
+  if (!stateExisted) created.push(host.statePath);
+  const undo = (): void => {
+    for (const d of created) removeTree(d);
+  };
+  const unregister = onInterrupt(undo);
+  try {
+    return await fn();
+  } catch (e) {
+    undo();
+    throw e;
+  } finally {
+    unregister();
+  }
 }
