@@ -16,7 +16,8 @@
 //   - the booted entry's boot counter (never renamed while counted; re-keyed
 //     once blessed);
 //   - an image whose agent mounts /etc as an overlay: the result is an
-//     upper directory with only the differences.
+//     upper directory with only the differences;
+//   - GRUB: the boot directory's entries are exchanged.
 
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
@@ -149,6 +150,7 @@ beforeAll(async () => {
   await pushImage(layout, "v1", reg, "os", "latest");
   await pushImage(layout, "v2", reg, "os2", "latest");
   await pushImage(layout, "v3", reg, "os3", "latest");
+  await pushImage(layout, "v1", reg, "osg", "latest");
   base = makeHostDir(join(dir, "base"));
   ok(cfs(["install", "to-filesystem", "--source-imgref", reg.ref("os", "latest"), "--composefs-insecure", "--esp", base.esp, base.root], env));
   counted = copyHost(base, "counted");
@@ -379,5 +381,24 @@ describe("finalize-staged", () => {
     // Booted into it (overlay mode), config-diff sees image /etc + upper.
     expect(rebootIntoDefault(h)).toBe(id3);
     expect(ok(cfs(["config-diff", ...hostArgs(h)], env)).stdout).toBe(['Added "local.conf"', 'Modified "motd"', 'Removed "hostname"', ""].join("\n"));
+  });
+
+  rootTest("GRUB (Type 1 entries in the boot directory): finalize merges and exchanges the boot directory's entries", async () => {
+    const h = makeHostDir(mkdtempSync(join(dir, "grub-")));
+    ok(cfs(["install", "to-filesystem", "--source-imgref", reg.ref("osg", "latest"), "--composefs-insecure", "--bootloader", "grub", "--esp", h.esp, h.root], env));
+    const gl = join(h.boot, "loader/entries");
+    const e = join(gl, entryFiles(gl)[0]!);
+    const idg = idOf(read(e));
+    bootEntry(h, e);
+    writeFileSync(join(etcOf(h, idg), "motd"), "grub local\n");
+    await pushImage(layout, "v2", reg, "osg", "latest");
+    const id2 = upgrade(h);
+    const staged = Object.fromEntries(entryFiles(join(h.boot, "loader/entries.staged")).map((f) => [f, read(join(h.boot, "loader/entries.staged", f))]));
+    ok(cfs(["finalize-staged", ...hostArgs(h)], env));
+    expect(Object.fromEntries(entryFiles(gl).map((f) => [f, read(join(gl, f))]))).toEqual(staged);
+    expect(existsSync(join(h.boot, "loader/entries.staged"))).toBe(false);
+    expect(read(join(etcOf(h, id2), "motd"))).toBe("grub local\n");
+    expect(read(join(etcOf(h, id2), "svc/x.conf"))).toBe("x=2\n");
+    expect(statusJson(h).status.staged).toBeNull();
   });
 });
