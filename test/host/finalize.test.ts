@@ -17,6 +17,7 @@
 //     once blessed);
 //   - an image whose agent mounts /etc as an overlay: the result is an
 //     upper directory with only the differences;
+//   - a transient /etc: nothing carried, reported;
 //   - GRUB: the boot directory's entries are exchanged.
 
 import { spawnSync } from "node:child_process";
@@ -151,6 +152,17 @@ beforeAll(async () => {
   await pushImage(layout, "v2", reg, "os2", "latest");
   await pushImage(layout, "v3", reg, "os3", "latest");
   await pushImage(layout, "v1", reg, "osg", "latest");
+  buildImage(
+    layout,
+    image({ ...V2, version: "4.0" }, [
+      ...links,
+      { type: "symlink", path: "etc/ssl/certs", target: "../pki/tls/certs" },
+      { type: "dir", path: "usr/lib/composefs", mode: 0o755 },
+      { type: "file", path: "usr/lib/composefs/setup-root-conf.toml", content: "[etc]\ntransient = true\n" },
+    ]),
+    { tag: "v4" },
+  );
+  await pushImage(layout, "v4", reg, "os4", "latest");
   base = makeHostDir(join(dir, "base"));
   ok(cfs(["install", "to-filesystem", "--source-imgref", reg.ref("os", "latest"), "--composefs-insecure", "--esp", base.esp, base.root], env));
   counted = copyHost(base, "counted");
@@ -400,5 +412,21 @@ describe("finalize-staged", () => {
     expect(read(join(etcOf(h, id2), "motd"))).toBe("grub local\n");
     expect(read(join(etcOf(h, id2), "svc/x.conf"))).toBe("x=2\n");
     expect(statusJson(h).status.staged).toBeNull();
+  });
+
+  rootTest("a transient /etc: nothing is carried, reported; booted, it has no local changes", () => {
+    const h = copyHost(base, "transient");
+    writeFileSync(join(etcOf(h, id1), "motd"), "local motd\n");
+    ok(cfs(["switch", reg.ref("os4", "latest"), ...hostArgs(h)], env));
+    const id4 = JSON.parse(read(marker(h))).depl_id as string;
+    const before = listing(etcOf(h, id4));
+    const r = ok(cfs(["finalize-staged", ...hostArgs(h)], env));
+    expect(r.stderr).toContain("etc merge: the new deployment mounts a transient /etc; local changes are not carried into it");
+    expect(listing(etcOf(h, id4))).toEqual(before);
+    expect(read(join(etcOf(h, id4), "motd"))).toBe("two\n");
+    expect(rebootIntoDefault(h)).toBe(id4);
+    // Whatever is in the state directory, a transient /etc starts from the image at every boot.
+    writeFileSync(join(etcOf(h, id4), "motd"), "lost at reboot\n");
+    expect(ok(cfs(["config-diff", ...hostArgs(h)], env)).stdout).toBe("");
   });
 });
