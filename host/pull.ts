@@ -351,6 +351,8 @@ export async function* decompress(src: AsyncIterable<Uint8Array>, comp: Compress
 
 // ---- layer import ------------------------------------------------------------------------
 
+/** Layers to download of fewer compressed bytes than this are stored without a worker thread. */
+const LOCAL_STORE_MAX = 4 << 20;
 /** Objects queued for the splitstream at most (each waits for its digest from a store worker). */
 const MAX_PENDING_OBJECTS = 4096;
 /** Bytes of queued inline data (copied tar headers, small files, padding) at most. */
@@ -891,7 +893,9 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
         stats.layersAlreadyPresent++;
       } else todo.push(i);
     });
-    const store = opts.store ?? new StorePool(repo);
+    // Small downloads are stored on this thread: starting a worker costs more than it saves.
+    const toImport = todo.reduce((n, i) => n + manifest.layers[i]!.size, 0);
+    const store = opts.store ?? new StorePool(repo, toImport < LOCAL_STORE_MAX ? { workers: 0 } : {});
     let next = 0;
     let failed: unknown = null;
     const worker = async () => {

@@ -22,8 +22,9 @@ import { availableParallelism } from "node:os";
 
 import { CfsError } from "../shared/errors.ts";
 import type { HashAlg } from "../shared/fsverity.ts";
-import type { ObjectResult } from "./objects.ts";
-import type { StoreItem, StoreReply, StoreRequest, StoreResult } from "./store-worker.ts";
+import { ObjectFiles, type ObjectResult } from "./objects.ts";
+import { ObjectSink, type StoreItem, type StoreResult } from "./store-sink.ts";
+import type { StoreReply, StoreRequest } from "./store-worker.ts";
 
 /** Bytes per batch buffer. */
 const BUFFER_SIZE = 1 << 20;
@@ -45,7 +46,8 @@ interface FileState extends StoreFile {
   id: number;
   size: number;
   written: number;
-  slot: Slot;
+  /** The worker it goes to (null: stored on this thread). */
+  slot: Slot | null;
   resolve: (r: ObjectResult) => void;
   reject: (e: unknown) => void;
 }
@@ -72,9 +74,12 @@ export function defaultStoreWorkers(): number {
   return Math.max(1, Math.min(4, availableParallelism() - 1));
 }
 
+/** With `workers: 0` (small pulls: no worker to start) everything happens in write(), on this thread. */
 export class StorePool {
   private readonly target: StoreTarget;
   private readonly nworkers: number;
+  /** workers: 0 — objects are stored on this thread, as the bytes arrive. */
+  private readonly local: ObjectSink | null;
   private slots: Slot[] = [];
   private readonly files = new Map<number, FileState>();
   private readonly free: ArrayBuffer[] = [];
@@ -86,11 +91,15 @@ export class StorePool {
 
   constructor(target: StoreTarget, opts: { workers?: number } = {}) {
     this.target = target;
-    this.nworkers = Math.max(1, opts.workers ?? defaultStoreWorkers());
+    this.nworkers = opts.workers === 0 ? 0 : Math.max(1, opts.workers ?? defaultStoreWorkers());
+    this.local =
+      this.nworkers === 0
+        ? new ObjectSink(new ObjectFiles({ path: target.path, alg: target.alg, secure: target.secure, namedTemporaries: target.files.namedTemporaries }))
+        : null;
   }
 
   private start(): void {
-    if (this.slots.length > 0) return;
+    if (this.slots.length > 0 || this.local !== null) return;
     for (let i = 0; i < this.nworkers; i++) {
       const worker = new Worker(workerUrl());
       const slot: Slot = { worker, buf: null, used: 0, items: [], inflight: 0, pendingBytes: 0 };
@@ -109,9 +118,9 @@ export class StorePool {
     if (this.broken) throw this.broken;
     if (!(size > 0)) throw new RangeError("StorePool.begin: size must be > 0");
     this.start();
-    let slot = this.slots[0]!;
-    for (const s of this.slots) if (s.pendingBytes < slot.pendingBytes) slot = s;
-    slot.pendingBytes += size;
+    let slot = this.slots[0] ?? null;
+    for (const s of this.slots) if (s.pendingBytes < slot!.pendingBytes) slot = s;
+    if (slot !== null) slot.pendingBytes += size;
     let resolve!: (r: ObjectResult) => void;
     let reject!: (e: unknown) => void;
     const result = new Promise<ObjectResult>((a, b) => {
@@ -129,7 +138,14 @@ export class StorePool {
     const f = file as FileState;
     if (this.broken) throw this.broken;
     if (f.written + bytes.byteLength > f.size) throw new Error(`StorePool.write: more than ${f.size} bytes`);
-    const s = f.slot;
+    if (this.local !== null) {
+      const first = f.written === 0;
+      f.written += bytes.byteLength;
+      const r = this.local.piece({ file: f.id, size: f.size, first, last: f.written === f.size }, bytes);
+      if (r !== null) this.settle(r);
+      return;
+    }
+    const s = f.slot!;
     let off = 0;
     while (off < bytes.byteLength) {
       if (s.buf === null) {
@@ -188,7 +204,7 @@ export class StorePool {
     const f = this.files.get(r.file);
     if (f === undefined) return;
     this.files.delete(r.file);
-    f.slot.pendingBytes -= f.size;
+    if (f.slot !== null) f.slot.pendingBytes -= f.size;
     if ("error" in r) {
       const e = r.error;
       f.reject("input" in e ? new CfsError(e.input, e.what) : new Error(e.message));
@@ -217,6 +233,7 @@ export class StorePool {
     this.slots = [];
     const unfinished = this.files.size > 0;
     if (unfinished) this.fail(new Error("StorePool closed"));
+    this.local?.abort();
     await Promise.all(
       slots.map(async (s) => {
         if (unfinished && !this.brokenByWorker()) {
