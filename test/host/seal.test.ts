@@ -128,6 +128,11 @@ describe.skipIf(!ok)("cfsboot seal", () => {
   test("no repository: a clear error", async () => {
     const r = await runCfsboot(["seal", "--dry-run", "--sysroot", join(work, "empty"), "--esp", esp]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toMatch(/no composefs repository here/);
+    // (a --sysroot that does not exist is refused as such, before the repository is looked for)
+    expect(r.stderr).toMatch(/^cfsboot: --sysroot .*empty: no such directory$/m);
+    mkdirSync(join(work, "empty-dir"), { recursive: true });
+    const r2 = await runCfsboot(["seal", "--dry-run", "--sysroot", join(work, "empty-dir"), "--esp", esp]);
+    expect(r2.status).toBe(1);
+    expect(r2.stderr).toMatch(/no composefs repository here/);
   });
 });
