@@ -14,7 +14,11 @@
 //                                                            (scenario 4)
 //   host    the staged-then-finalized v3 entry gets 1 try (+3 → +1)
 //   boot 4  v3, not blessed: systemd-boot leaves +0-1
-//   boot 5  systemd-boot skips the exhausted entry: v1 boots  (scenario 6)
+//   host    one byte of the object behind /usr/share/cfsboot-demo/payload.bin
+//           flipped in place (debugfs bmap + write at that disk offset)
+//   boot 5  systemd-boot skips the exhausted entry: v1 boots  (scenario 6);
+//           reading the damaged file fails with EIO         (scenario 5, object;
+//           the EROFS half is cfs-tamper.test.ts)
 // The test unit comes in through SMBIOS credentials (systemd 257), so the
 // image is the plain demo OS; every boot has the NIC to the registry.
 
@@ -23,8 +27,8 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { canRun, hasTool, isRoot } from "../test/helpers/env.ts";
 import {
-  type CfsReport as CfsReportT, type ReportCommand, type SealedDisk, type TrixieFixture, type VmRun,
-  CfsReport, GUEST_NET_UP, GUEST_REGISTRY, OVMF_CODE, PAYLOAD_PATH, cfsCommands, consoleTail, espList, espRead, espRename, expectReport,
+  type CfsReport as CfsReportT, type Flip, type ReportCommand, type SealedDisk, type TrixieFixture, type VmRun,
+  CfsReport, GUEST_NET_UP, GUEST_REGISTRY, OVMF_CODE, PAYLOAD_PATH, cfsCommands, consoleTail, espList, espRead, espRename, expectReport, flipByte,
   guestNetArgs, imageId, injectedReportCredentials, newRunDir, objectPath, payloadObjectDigest, printTimings, projectDir, runVm,
   scenarioDisk, stateWriteCommand, trixieFixture,
 } from "./harness.ts";
@@ -54,7 +58,8 @@ describe.skipIf(!ready)("sealed BLS deployments: boot, upgrade, rollback, boot-c
   const ids = { v1: "", v2: "", v3: "" };
   let payloadHex = "";
   let v3Entry = "";
-  let entriesAfter: Record<string, string[]> = {};
+  const entriesAfter: Record<string, string[]> = {};
+  let objectFlip: Flip | undefined;
   let failure: Error | null = null;
 
   const boot = async (name: string, commands: ReportCommand[], action: "poweroff" | "poweroff-fast", verityFiles: string[] = []) => {
@@ -105,7 +110,11 @@ describe.skipIf(!ready)("sealed BLS deployments: boot, upgrade, rollback, boot-c
       if (!/\+3\.conf$/.test(v3Entry)) throw new Error(`no v3 entry with +3 on the ESP: ${espList(disk, "/loader/entries").join(", ")}`);
       espRename(disk, `/loader/entries/${v3Entry}`, `/loader/entries/${v3Entry.replace(/\+3\.conf$/, "+1.conf")}`);
       await boot("4-v3-unblessed", [], "poweroff-fast");
-      await boot("5-fallback", [], "poweroff-fast");
+      objectFlip = flipByte(disk, objectPath(payloadHex), 5000);
+      await boot("5-fallback", [
+        { name: "object_read", cmd: `cat ${PAYLOAD_PATH} > /dev/null` },
+        { name: "other_read", cmd: "cat /usr/share/cfsboot-demo/version /usr/lib/os-release > /dev/null && echo read-ok" },
+      ], "poweroff-fast");
     } catch (e) {
       failure = e as Error; // each test below reports what it needed and did not get
     }
@@ -261,6 +270,21 @@ describe.skipIf(!ready)("sealed BLS deployments: boot, upgrade, rollback, boot-c
       expect(r.version).toBe("1");
       expect(r.r.efivar("LoaderEntrySelected")).not.toContain(v3Entry.replace(/\+3\.conf$/, ""));
       expect(r.status().status.booted?.composefs?.verity).toBe(ids.v1);
+    });
+  });
+
+  it("scenario 5 (object): a byte flipped on the disk in a file's object → reading that file fails with EIO under the sealed boot", () => {
+    const r = need("5-fallback");
+    withTail(runs["5-fallback"], () => {
+      expect(objectFlip?.after).toBe((objectFlip?.before ?? 0) ^ 0xff);
+      expect(r.r.cmdline).not.toMatch(/composefs(\.digest)?=\?/);
+      const h = r.r.hook("object_read");
+      expect(h.rc).not.toBe(0);
+      expect(h.err).toMatch(/Input\/output error/);
+      expect(r.r.hook("payload").rc).not.toBe(0);
+      // the rest of the system reads fine
+      expect(r.r.hook("other_read").text).toBe("read-ok");
+      expect(r.r.systemState).toBe("running");
     });
   });
 });
