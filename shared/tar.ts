@@ -407,6 +407,16 @@ export class TarReader {
    */
   copyPending(): void {
     this.q.own();
+    // Extension headers already consumed (a PAX 'x' header whose entry header
+    // is in the next chunk) are kept as views too: their bytes, records and
+    // GNU long names.
+    const p = this.pending;
+    if (p !== null) {
+      p.parts = p.parts.map((b) => b.slice());
+      if (p.pax !== null) p.pax = p.pax.map((r) => ({ key: r.key, value: r.value.slice() }));
+      if (p.longName !== null) p.longName = p.longName.slice();
+      if (p.longLink !== null) p.longLink = p.longLink.slice();
+    }
   }
 
   /** No more input. */
