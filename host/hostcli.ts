@@ -6,6 +6,7 @@
 //   --cert-dir DIR      CA certificates (*.crt) and client certificate (*.cert/*.key)
 //   --tls-verify=false  do not verify the registry's certificate
 //   --unified-storage   pull with podman into composefs/bootc/storage, import from there
+//   -q, --quiet         no progress bars (bootc's spelling; as `repo pull --quiet`)
 
 import type { Argv } from "yargs";
 
@@ -18,6 +19,7 @@ export interface SourceArgs {
   "cert-dir"?: string;
   "tls-verify"?: boolean;
   "unified-storage"?: boolean;
+  quiet?: boolean;
 }
 
 export function sourceOptions<T>(y: Argv<T>): Argv<T & SourceArgs> {
@@ -25,7 +27,8 @@ export function sourceOptions<T>(y: Argv<T>): Argv<T & SourceArgs> {
     .option("authfile", { type: "string", describe: "containers auth.json for the registry" })
     .option("cert-dir", { type: "string", describe: "directory of CA certificates (*.crt) and client certificate (*.cert/*.key)" })
     .option("tls-verify", { type: "boolean", describe: "verify the registry's TLS certificate (--tls-verify=false to skip)" })
-    .option("unified-storage", { type: "boolean", describe: "pull registry images with podman into <sysroot>/composefs/bootc/storage and import them from there" }) as unknown as Argv<T & SourceArgs>;
+    .option("unified-storage", { type: "boolean", describe: "pull registry images with podman into <sysroot>/composefs/bootc/storage and import them from there" })
+    .option("quiet", { alias: "q", type: "boolean", describe: "show no progress bars" }) as unknown as Argv<T & SourceArgs>;
 }
 
 export function sourceFrom(args: SourceArgs): SourceOptions {
@@ -35,6 +38,8 @@ export function sourceFrom(args: SourceArgs): SourceOptions {
   if (args["cert-dir"] !== undefined) o.certDir = args["cert-dir"];
   if (args["tls-verify"] !== undefined) o.tlsVerify = args["tls-verify"];
   if (args["unified-storage"]) o.unifiedStorage = true;
+  // Every progress bar (host/progress.ts, the pull's) is off with CFSBOOT_NO_PROGRESS.
+  if (args.quiet) process.env.CFSBOOT_NO_PROGRESS = "1";
   return o;
 }
 

@@ -6,6 +6,7 @@
 // host in a directory). See host/install.ts for the steps. Prints the
 // deployment id and the entry written.
 
+import { resolve } from "node:path";
 import type { Argv } from "yargs";
 
 import { CfsError } from "../../../shared/errors.ts";
@@ -45,10 +46,13 @@ export const toFilesystemCommand = defineCommand<Args>({
         .option("esp", { type: "string", describe: "the EFI system partition directory (default TARGET/boot/efi)" })
         .option("boot-dir", { type: "string", describe: "boot directory for GRUB (default TARGET/boot)" })
         .option("root-mount-spec", { type: "string", describe: 'root= value (default: UUID of TARGET when it is a mount; "" for none)' })
-        .option("sysroot", { type: "string", hidden: true })
-        .option("booted-cmdline", { type: "string", hidden: true }),
+        .option("sysroot", { type: "string", describe: "the same as TARGET (accepted as every host command takes it; must not differ)" })
+        .option("booted-cmdline", { type: "string", describe: "accepted as every host command takes it (unused: nothing is booted yet)" }),
     ) as unknown as Argv<Args>,
   handler: async (args) => {
+    if (args.sysroot !== undefined && resolve(args.sysroot) !== resolve(String(args.target))) {
+      throw new CfsError(`--sysroot ${args.sysroot}`, `differs from TARGET ${String(args.target)} (install writes to TARGET)`);
+    }
     const bl = args.bootloader;
     if (bl !== "systemd" && bl !== "grub" && bl !== "none") throw new CfsError("--bootloader", `unknown boot loader "${bl}" (expected systemd, grub or none)`);
     if (args.erofs !== "v1" && args.erofs !== "dual") throw new CfsError("--erofs", `unknown value "${args.erofs}" (expected v1 or dual)`);
