@@ -20,7 +20,7 @@ import type { Argv } from "yargs";
 
 import { bstrFromUtf8, displayBstr, toHex, type BStr } from "../../../shared/bytes.ts";
 import { writeErofs } from "../../../shared/erofs/writer.ts";
-import { CfsError } from "../../../shared/errors.ts";
+import { CfsError, rethrowWithin } from "../../../shared/errors.ts";
 import { type HashAlg, fsverityDigest } from "../../../shared/fsverity.ts";
 import { parseXattrFiltering, transformForBoot, transformForOci } from "../../../shared/transform.ts";
 import type { Dir, Leaf, Regular } from "../../../shared/tree.ts";
@@ -75,7 +75,13 @@ export async function directoryTree(dir: string, alg: HashAlg, opts: { bootable:
     });
     const sources = new Map<Leaf, BStr>();
     for (const f of scan.external) sources.set(f.leaf, f.path);
-    if (opts.propagateUsr) transformForOci(scan.root, { xattrs });
+    if (opts.propagateUsr) {
+      try {
+        transformForOci(scan.root, { xattrs });
+      } catch (e) {
+        rethrowWithin(dir, e); // "DIR: /usr: the image has no /usr directory …"
+      }
+    }
     if (opts.bootable) {
       transformForBoot(scan.root, (leaf) => {
         const c = leaf.content as Regular;
