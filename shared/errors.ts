@@ -13,7 +13,7 @@ export class CfsError extends Error {
   readonly what: string;
 
   constructor(input: string, what: string, options?: { cause?: unknown }) {
-    super(input === "" ? what : `${input}: ${what}`, options);
+    super(printable(input === "" ? what : `${input}: ${what}`), options);
     this.name = "CfsError";
     this.input = input;
     this.what = what;
@@ -24,6 +24,16 @@ export class CfsError extends Error {
     const input = this.input === "" ? outer : `${outer}: ${this.input}`;
     return new CfsError(input, this.what, { cause: this.cause });
   }
+}
+
+/**
+ * Control characters (from garbage input echoed in a message: a JSON parser
+ * quoting a byte, a file name) as `\xNN`, so a message stays one readable
+ * line on a terminal. Newlines and tabs are left to the printer.
+ */
+function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
 /** Re-throw `e` as a CfsError located inside `outer` (a file name, an image). */
