@@ -34,6 +34,7 @@ import { join } from "node:path";
 import { rootCertificates } from "node:tls";
 
 import { CfsError } from "../shared/errors.ts";
+import { fromNodeError } from "../shared/sys.ts";
 import {
   MANIFEST_ACCEPT,
   manifestReference,
@@ -47,6 +48,7 @@ import {
   type RegistryRef,
 } from "../shared/oci.ts";
 import { openAtomic } from "./atomic.ts";
+import { readInputFile } from "./input.ts";
 
 export interface Credentials {
   username: string;
@@ -159,9 +161,10 @@ export function lookupCredentials(
       if (explicit) throw new CfsError(file, "auth file does not exist");
       continue;
     }
+    const text = new TextDecoder().decode(readInputFile(file)); // a directory or device: "<file>: is a directory"
     let json: unknown;
     try {
-      json = JSON.parse(readFileSync(file, "utf8"));
+      json = JSON.parse(text);
     } catch (e) {
       throw new CfsError(file, `invalid JSON: ${(e as Error).message}`);
     }
@@ -200,7 +203,7 @@ export function readCertDir(dir: string): { ca: string[]; cert: string | null; k
   try {
     names = readdirSync(dir).sort();
   } catch (e) {
-    throw new CfsError(dir, `cannot read certificate directory: ${(e as Error).message}`);
+    throw new CfsError(dir, `cannot read certificate directory: ${fromNodeError(dir, "readdir", e).what}`);
   }
   const ca: string[] = [];
   let cert: string | null = null;
