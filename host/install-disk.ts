@@ -30,7 +30,7 @@ import { basename, dirname, join, resolve } from "node:path";
 
 import { CfsError } from "../shared/errors.ts";
 import * as sys from "../shared/sys.ts";
-import { onInterrupt } from "./interrupt.ts";
+import { checkpoint, onInterrupt } from "./interrupt.ts";
 import {
   type DiskIds,
   type DiskLayout,
@@ -190,6 +190,7 @@ export async function installToDisk(o: InstallToDiskOptions): Promise<InstallToD
       writeEsp(out, { offset: layout.espOffset, size: layout.espSize, volumeId: ids.espVolumeId, fromDir: espDir });
       syncTarget(out);
     }
+    await checkpoint(); // Ctrl-C during the synchronous disk build: no disk appears
     if (kind === "file") {
       renameSync(out, device);
       sys.fsyncPath(dirname(device));

@@ -37,6 +37,17 @@ export function runInterruptCleanups(): void {
   cleanups.clear();
 }
 
+/**
+ * Let a signal that arrived during a synchronous stretch (a spawned tool, a
+ * copy loop) be handled now, before the caller commits its result: call it
+ * right before renaming a finished output into place. A signal handler only
+ * runs when the event loop turns.
+ */
+export async function checkpoint(): Promise<void> {
+  await new Promise((r) => setTimeout(r, 1));
+  await new Promise((r) => setImmediate(r));
+}
+
 const SIGNALS: Record<string, number> = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 };
 
 let installed = false;
