@@ -32,6 +32,7 @@ import { fsverityDigest } from "../../shared/fsverity.ts";
 import type { Dir } from "../../shared/tree.ts";
 import { writeOutput, writeStdout } from "../atomic.ts";
 import { readInputFile } from "../input.ts";
+import { checkpoint } from "../interrupt.ts";
 import { defineCommand } from "../cli.ts";
 import { DigestPool } from "../digest.ts";
 import { fillDigestStore, scanDirectory } from "../scan.ts";
@@ -156,6 +157,7 @@ export const mkcomposefsCommand = defineCommand<Args>({
     Bun.gc(true);
     const version = resolveVersion(root, min, max);
     const bytes = writeErofs(root, { version });
+    await checkpoint(); // a signal during the synchronous store copy: no image appears
     if (image !== undefined) writeOutput(image, bytes, { binary: true });
     if (printDigest) writeStdout(`${toHex(fsverityDigest(bytes, "sha256"))}\n`);
   },
