@@ -44,7 +44,7 @@ import { MultiBar, Presets } from "cli-progress";
 import { toHex } from "../shared/bytes.ts";
 import { writeErofs } from "../shared/erofs/writer.ts";
 import { CfsError, describeError } from "../shared/errors.ts";
-import { LayerApplier, readLayerStream, INLINE_MAX, DEFAULT_MAX_FILE_SIZE } from "../shared/layers.ts";
+import { LayerApplier, readLayerStream, INLINE_MAX, DEFAULT_MAX_FILE_SIZE, type LayerItem } from "../shared/layers.ts";
 import {
   MEDIA_TYPE,
   checkImageLayers,
@@ -361,7 +361,7 @@ const MAX_PENDING_INLINE = 16 << 20;
 type Queued =
   | { kind: "inline"; bytes: Uint8Array }
   | { kind: "boundary" }
-  | { kind: "object"; f: StoreFile; complete: boolean; settled: boolean };
+  | { kind: "object"; f: StoreFile; complete: boolean; settled: boolean; item: LayerItem | null };
 
 export interface LayerImportStats {
   objectsCopied: number;
@@ -385,7 +385,7 @@ export interface LayerImportStats {
 export async function splitLayer(
   repo: Repository,
   tar: AsyncIterable<Uint8Array>,
-  opts: { name: string; store?: StorePool; maxFileSize?: number },
+  opts: { name: string; store?: StorePool; maxFileSize?: number; items?: LayerItem[] },
 ): Promise<{ file: Uint8Array[]; diffId: string; stats: LayerImportStats; size: number }> {
   const ownStore = opts.store === undefined;
   const store = opts.store ?? new StorePool(repo);
@@ -402,6 +402,9 @@ export async function splitLayer(
   let pendingInline = 0;
   let cur: { item: Queued & { kind: "object" }; left: number } | null = null;
   let total = 0;
+  // opts.items: the entries as readLayerStream would give them back (a small file's bytes copied).
+  const items = opts.items ?? null;
+  let small: { item: LayerItem; parts: Uint8Array[]; left: number } | null = null;
 
   // Move finished items from the queue head into the splitstream, waiting when too much is pending.
   const pump = async (all: boolean): Promise<void> => {
@@ -418,6 +421,7 @@ export async function splitLayer(
         if (!h.settled) store.flush();
         const r = await h.f.result;
         out.writeExternal(r.digest, r.size);
+        if (h.item !== null) h.item.source = { digest: r.digest, size: r.size };
         if (r.existed) stats.objectsAlreadyPresent++;
         else {
           stats.objectsCopied++;
@@ -451,8 +455,16 @@ export async function splitLayer(
           else queue.push({ kind: "boundary" });
           inline(ev.bytes);
           const e = ev.entry;
+          const layerItem: LayerItem | null = items === null ? null : { entry: e };
+          if (layerItem !== null) {
+            items!.push(layerItem);
+            if (e.type === "regular" && e.size <= INLINE_MAX) {
+              if (e.size === 0) layerItem.source = { inline: new Uint8Array(0) };
+              else small = { item: layerItem, parts: [], left: e.size };
+            }
+          }
           if (e.type === "regular" && e.size > INLINE_MAX) {
-            const item: Queued & { kind: "object" } = { kind: "object", f: store.begin(e.size), complete: false, settled: false };
+            const item: Queued & { kind: "object" } = { kind: "object", f: store.begin(e.size), complete: false, settled: false, item: layerItem };
             item.f.result.then(
               () => (item.settled = true),
               () => (item.settled = true),
@@ -471,7 +483,17 @@ export async function splitLayer(
               cur.item.complete = true;
               cur = null;
             }
-          } else inline(ev.bytes);
+          } else {
+            if (small !== null) {
+              small.parts.push(ev.bytes.slice());
+              small.left -= ev.bytes.length;
+              if (small.left === 0) {
+                small.item.source = { inline: small.parts.length === 1 ? small.parts[0]! : new Uint8Array(Buffer.concat(small.parts)) };
+                small = null;
+              }
+            }
+            inline(ev.bytes);
+          }
           break;
         default:
           inline(ev.bytes);
@@ -515,7 +537,7 @@ export async function importLayer(
   blob: AsyncIterable<Uint8Array>,
   comp: Compression,
   diffId: string,
-  opts: { name: string; store?: StorePool },
+  opts: { name: string; store?: StorePool; items?: LayerItem[] },
 ): Promise<{ streamId: Uint8Array; stats: LayerImportStats }> {
   const r = await splitLayer(repo, decompress(blob, comp, opts.name), opts);
   if (r.diffId !== diffId) throw new CfsError(opts.name, `uncompressed layer has digest ${r.diffId}, the config's diff_id is ${diffId}`);
@@ -597,14 +619,23 @@ export function repoFileReader(repo: Repository): ReadFile {
 }
 
 /** The merged tree of stored layers (before any transform). */
-export async function layersTree(repo: Repository, layers: readonly { diffId: string; streamId: Uint8Array }[]): Promise<Dir> {
+export async function layersTree(
+  repo: Repository,
+  layers: readonly { diffId: string; streamId: Uint8Array }[],
+  /** Entries of layers just imported (what readLayerStream would give back), by diff_id: not read again. */
+  imported?: ReadonlyMap<string, readonly LayerItem[]>,
+): Promise<Dir> {
   const ap = new LayerApplier();
   for (const l of layers) {
-    const cid = layerStreamId(l.diffId);
-    const info = repo.openStream(cid, CONTENT_TYPE.ociLayer, { id: l.streamId });
     const name = `layer ${l.diffId}`;
     ap.startLayer(name);
-    for await (const item of readLayerStream(info, name)) ap.apply(item.entry, item.source);
+    const known = imported?.get(l.diffId);
+    if (known !== undefined) {
+      for (const item of known) ap.apply(item.entry, item.source);
+    } else {
+      const info = repo.openStream(layerStreamId(l.diffId), CONTENT_TYPE.ociLayer, { id: l.streamId });
+      for await (const item of readLayerStream(info, name)) ap.apply(item.entry, item.source);
+    }
     ap.finishLayer();
   }
   return ap.root;
@@ -708,6 +739,8 @@ export async function ensureImages(
     layers: { diffId: string; streamId: Uint8Array }[];
     /** Named refs of an existing config stream (kept: other modes' boot images). */
     existingConfigRefs: ReadonlyMap<string, Uint8Array> | null;
+    /** Entries of the layers this pull imported (saves reading their streams back). */
+    imported?: ReadonlyMap<string, readonly LayerItem[]>;
   },
   opts: { bootable?: boolean } = {},
 ): Promise<{ refs: Map<string, Uint8Array>; configStream: Uint8Array; manifestStream: Uint8Array }> {
@@ -719,7 +752,7 @@ export async function ensureImages(
     return id === undefined || !repo.hasObject(id);
   });
   if (missing.length > 0) {
-    const tree = await layersTree(repo, img.layers);
+    const tree = await layersTree(repo, img.layers, img.imported);
     transformForOci(tree);
     let boot: Dir | null = null;
     for (const m of missing) {
@@ -884,6 +917,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
     };
     // Layers: skip those stored; import the others (each diff_id once).
     const layerIds = new Map<string, Uint8Array>();
+    const imported = new Map<string, LayerItem[]>();
     const todo: number[] = [];
     config.diffIds.forEach((d, i) => {
       if (layerIds.has(d) || todo.some((j) => config.diffIds[j] === d)) return;
@@ -908,8 +942,10 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
           const blob = counted(source.openBlob(desc), (n) => {
             bar.update(n);
           });
-          const r = await importLayer(repo, blob, source.layerCompression?.(desc) ?? comps[i]!, diffId, { name: `${imgref}: layer ${desc.digest}`, store });
+          const items: LayerItem[] = [];
+          const r = await importLayer(repo, blob, source.layerCompression?.(desc) ?? comps[i]!, diffId, { name: `${imgref}: layer ${desc.digest}`, store, items });
           layerIds.set(diffId, r.streamId);
+          imported.set(diffId, items);
           stats.objectsCopied += r.stats.objectsCopied;
           stats.objectsAlreadyPresent += r.stats.objectsAlreadyPresent;
           stats.bytesCopied += r.stats.bytesCopied;
@@ -934,7 +970,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
     const layers = config.diffIds.map((d) => ({ diffId: d, streamId: layerIds.get(d)! }));
     const { refs, manifestStream } = await ensureImages(
       repo,
-      { manifestDigest, manifestBytes, configDigest, configBytes, config, layers, existingConfigRefs },
+      { manifestDigest, manifestBytes, configDigest, configBytes, config, layers, existingConfigRefs, imported },
       { bootable: opts.bootable ?? false },
     );
     tick("images and streams");
