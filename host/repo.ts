@@ -298,6 +298,8 @@ export class Repository {
   private lockState: "shared" | "exclusive" = "shared";
   /** Creates, seals and links object files (host/objects.ts). */
   readonly files: ObjectFiles;
+  /** importFile: copy methods that worked so far. */
+  private readonly copyMethods: CopyMethods = { reflink: true, range: true };
   private readonly made = new Set<string>();
 
   private constructor(path: string, dirfd: number, meta: RepoMeta, metaHasVerity: boolean, opts: OpenOptions, writable: boolean) {
@@ -716,7 +718,7 @@ export class Repository {
       const st = fstatSync(src);
       if (!st.isFile()) throw new CfsError(path, "not a regular file");
       const size = opts.size === undefined ? st.size : Number(opts.size);
-      const copied = copyInto(src, w.fd, size, path);
+      const copied = copyInto(src, w.fd, size, path, this.copyMethods);
       if (copied !== size || fstatSync(src).size !== size) {
         throw new CfsError(path, `changed while being imported (${copied} of ${size} bytes)`);
       }
@@ -1158,16 +1160,25 @@ export function readFd(fd: number, name: string): Uint8Array {
   return buf;
 }
 
+/** Which copy methods still seem to work (a failed one is not tried again: no exception per file). */
+interface CopyMethods {
+  reflink: boolean;
+  range: boolean;
+}
+
 /** Copy `size` bytes: reflink, else copy_file_range, else read/write. Returns the bytes copied. */
-function copyInto(src: number, dst: number, size: number, name: string): number {
-  try {
-    sys.ficlone(dst, src);
-    return fstatSync(dst).size;
-  } catch (e) {
-    if (!(e instanceof sys.SysError)) throw e;
+function copyInto(src: number, dst: number, size: number, name: string, m: CopyMethods): number {
+  if (m.reflink) {
+    try {
+      sys.ficlone(dst, src);
+      return fstatSync(dst).size;
+    } catch (e) {
+      if (!(e instanceof sys.SysError)) throw e;
+      m.reflink = false;
+    }
   }
   let copied = 0;
-  let useRange = true;
+  let useRange = m.range;
   let buf: Uint8Array | null = null;
   while (copied < size) {
     let n = 0;
@@ -1177,6 +1188,7 @@ function copyInto(src: number, dst: number, size: number, name: string): number 
       } catch (e) {
         if (!sys.isErrno(e, "EXDEV", "EINVAL", "EOPNOTSUPP", "ENOSYS")) throw e;
         useRange = false;
+        m.range = false;
         continue;
       }
     } else {
