@@ -228,6 +228,7 @@ const COMMANDS: string[][] = [
   ["fsverity", "digest"],
   ["mkcomposefs"],
   ["composefs-info"],
+  ["mount.composefs"],
   ["repo", "init"],
   ["repo", "pull"],
   ["repo", "images"],
@@ -260,7 +261,7 @@ describe.concurrent("usage errors: one line naming the argument, exit 1", () => 
     const name = cmd.join(" ");
     test(`${name} --no-such-option`, async () => {
       // Enough arguments that the unknown option is the only thing wrong.
-      const fill: Record<string, string[]> = { "repo tag": ["x"], "repo mount": ["x"], "install to-filesystem": ["--source-imgref", "x"], "install to-disk": ["--source-imgref", "x"] };
+      const fill: Record<string, string[]> = { "mount.composefs": ["x"], "repo tag": ["x"], "repo mount": ["x"], "install to-filesystem": ["--source-imgref", "x"], "install to-disk": ["--source-imgref", "x"] };
       failsOneLine(await run([...cmd, "--no-such-option", "x", ...(fill[name] ?? [])]), new RegExp(`^cfsboot: --no-such-option: unknown option \\(see cfsboot ${name} --help\\)$`));
     });
     test(`${name} --help describes every option`, async () => {
