@@ -3,6 +3,7 @@ import type { CommandModule } from "yargs";
 import { fsverityCommand } from "./fsverity.ts";
 import { mkcomposefsCommand } from "./mkcomposefs.ts";
 import { composefsInfoCommand } from "./composefs-info.ts";
+import { mountComposefsCommand } from "./mount-composefs.ts";
 import { repoCommand } from "./repo.ts";
 import { installCommand } from "./install.ts";
 import { statusCommand } from "./status.ts";
@@ -20,6 +21,7 @@ export const commands: CommandModule[] = [
   fsverityCommand,
   mkcomposefsCommand,
   composefsInfoCommand,
+  mountComposefsCommand,
   repoCommand,
   installCommand,
   statusCommand,
