@@ -8,11 +8,9 @@
 
 import { closeSync, fstatSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { basename, dirname } from "node:path";
-import { randomBytes } from "node:crypto";
-import { isatty } from "node:tty";
 
 import { CfsError } from "../shared/errors.ts";
-import { fromNodeError, fsync, fsyncPath } from "../shared/sys.ts";
+import { fromNodeError, fsync, fsyncPath, isatty } from "../shared/sys.ts";
 import { removeOnInterrupt } from "./interrupt.ts";
 
 
@@ -38,7 +36,7 @@ function writeAll(fd: number, data: Uint8Array, path: string): void {
 function createTemp(path: string, mode: number): { tmp: string; fd: number } {
   const dir = dirname(path);
   for (let i = 0; ; i++) {
-    const tmp = `${dir}/.${basename(path)}.tmp-${randomBytes(6).toString("hex")}`;
+    const tmp = `${dir}/.${basename(path)}.tmp-${Buffer.from(crypto.getRandomValues(new Uint8Array(6))).toString("hex")}`;
     try {
       return { tmp, fd: openSync(tmp, "wx", mode) };
     } catch (e) {

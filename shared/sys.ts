@@ -124,6 +124,7 @@ function openLibc() {
     mount: { args: ["ptr", "ptr", "ptr", "u64", "ptr"], returns: "i32" },
     umount2: { args: ["ptr", "i32"], returns: "i32" },
     unshare: { args: ["i32"], returns: "i32" },
+    isatty: { args: ["i32"], returns: "i32" },
   } as const;
   let last: unknown;
   for (const name of LIBC_CANDIDATES) {
@@ -294,6 +295,14 @@ export function fdatasync(fd: number, input = `fd ${fd}`): void {
 /** syncfs(2): flush the whole filesystem holding `fd`. */
 export function syncfs(fd: number, input = `fd ${fd}`): void {
   check(input, "syncfs", () => libc().syncfs(fd));
+}
+
+/**
+ * isatty(3): is `fd` a terminal? (node:tty's isatty costs ~20 ms of CPU to
+ * load in Bun; this costs a libc call.)
+ */
+export function isatty(fd: number): boolean {
+  return libc().isatty(fd) === 1;
 }
 
 /** fsync a directory (or any path) by opening it read-only. */

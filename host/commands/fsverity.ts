@@ -11,6 +11,7 @@ import { defineCommand } from "../cli.ts";
 import { CfsError } from "../../shared/errors.ts";
 import { toHex } from "../../shared/bytes.ts";
 import { HASH_ALGS, isHashAlg } from "../../shared/fsverity.ts";
+import { writeStdout } from "../atomic.ts";
 import { digestPaths, measureFileHex } from "../digest.ts";
 
 export { digestPaths, measureFileHex };
@@ -42,12 +43,12 @@ const digestCommand = defineCommand<DigestArgs>({
       await digestPaths(args.files.map(String), alg, (path, d) => {
         out += args.compact ? `${toHex(d.digest)}\n` : `${alg}:${toHex(d.digest)} ${path}\n`;
         if (out.length >= 65536) {
-          process.stdout.write(out);
+          writeStdout(out);
           out = "";
         }
       });
     } finally {
-      if (out) process.stdout.write(out);
+      if (out) writeStdout(out);
     }
   },
 });
