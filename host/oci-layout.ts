@@ -24,6 +24,7 @@ import { closeSync, existsSync, fstatSync, openSync, readSync, statSync } from "
 import { join } from "node:path";
 
 import { CfsError } from "../shared/errors.ts";
+import { fromNodeError } from "../shared/sys.ts";
 import {
   MEDIA_TYPE,
   formatPlatform,
@@ -257,7 +258,7 @@ export class OciArchive extends LayoutSource {
     try {
       fd = openSync(this.file, "r");
     } catch (e) {
-      throw new CfsError(this.name, `cannot open: ${(e as Error).message}`);
+      throw new CfsError(this.name, `cannot open: ${fromNodeError(this.file, "open", e).what}`);
     }
     try {
       const st = fstatSync(fd);
