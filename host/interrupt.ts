@@ -5,7 +5,7 @@
 // state; what a signal must not leave behind are the temporary files and
 // work directories of the operation it interrupted. Code that creates one
 // registers its removal with `onInterrupt` and unregisters it once the
-// temporary is renamed into place or removed. On SIGINT, SIGTERM or SIGHUP
+// temporary is renamed into place or removed. On SIGINT or SIGTERM
 // the CLI runs every registered cleanup (newest first), prints one line
 // `cfsboot: interrupted (SIGTERM)` and exits with 128 + the signal number,
 // as a shell reports a command killed by that signal.
@@ -48,7 +48,8 @@ export async function checkpoint(): Promise<void> {
   await new Promise((r) => setImmediate(r));
 }
 
-const SIGNALS: Record<string, number> = { SIGINT: 2, SIGTERM: 15, SIGHUP: 1 };
+// Not SIGHUP: a command started under nohup must keep ignoring it.
+const SIGNALS: Record<string, number> = { SIGINT: 2, SIGTERM: 15 };
 
 let installed = false;
 
