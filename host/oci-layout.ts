@@ -65,7 +65,7 @@ export abstract class LayoutSource {
   }
 
   /** Raw bytes of a member ("index.json", "blobs/sha256/…"), or null if absent. */
-  protected abstract member(path: string): { size: number; stream: () => AsyncIterable<Uint8Array> } | null;
+  protected abstract member(path: string): { size: number; stream: (reuse?: boolean) => AsyncIterable<Uint8Array> } | null;
 
   protected async readMember(path: string, limit: number): Promise<Uint8Array | null> {
     const m = this.member(path);
@@ -102,8 +102,13 @@ export abstract class LayoutSource {
     return `blobs/${d.algorithm}/${d.hex}`;
   }
 
-  /** Stream a blob, verifying size and digest; throws at the end on mismatch. */
-  async *openBlob(desc: Blobish): AsyncGenerator<Uint8Array> {
+  /**
+   * Stream a blob, verifying size and digest; throws at the end on mismatch.
+   * With `reuseBuffer` every chunk is a view of one buffer, valid until the
+   * next chunk is requested (no fresh memory per chunk: for consumers that
+   * copy what they keep, like a layer import).
+   */
+  async *openBlob(desc: Blobish, opts: { reuseBuffer?: boolean } = {}): AsyncGenerator<Uint8Array> {
     const input = `${this.name}@${desc.digest}`;
     const d = parseDigest(desc.digest, input);
     const m = this.member(LayoutSource.blobMember(desc.digest));
@@ -112,7 +117,7 @@ export abstract class LayoutSource {
       throw new CfsError(input, `blob has ${m.size} bytes, its descriptor says ${desc.size}`);
     }
     const h = createHash(d.algorithm);
-    for await (const c of m.stream()) {
+    for await (const c of m.stream(opts.reuseBuffer ?? false)) {
       h.update(c);
       yield c;
     }
@@ -204,7 +209,7 @@ export class OciLayoutDir extends LayoutSource {
     return l;
   }
 
-  protected member(path: string): { size: number; stream: () => AsyncIterable<Uint8Array> } | null {
+  protected member(path: string): { size: number; stream: (reuse?: boolean) => AsyncIterable<Uint8Array> } | null {
     const p = join(this.path, path);
     let st;
     try {
@@ -213,17 +218,21 @@ export class OciLayoutDir extends LayoutSource {
       return null;
     }
     if (!st.isFile()) return null;
-    return { size: st.size, stream: () => fileRange(p, 0, st.size) };
+    return { size: st.size, stream: (reuse) => fileRange(p, 0, st.size, reuse) };
   }
 }
 
-async function* fileRange(path: string, start: number, size: number): AsyncGenerator<Uint8Array> {
+/** Bytes per chunk of a reused buffer (fileRange with `reuse`). */
+const REUSED_CHUNK = 256 << 10;
+
+async function* fileRange(path: string, start: number, size: number, reuse = false): AsyncGenerator<Uint8Array> {
   const fd = openSync(path, "r");
   try {
     let off = 0;
+    const shared = reuse ? new Uint8Array(Math.min(REUSED_CHUNK, size)) : null;
     while (off < size) {
-      // A fresh buffer per chunk: consumers may keep the views they get.
-      const buf = new Uint8Array(Math.min(1 << 20, size - off));
+      // A fresh buffer per chunk unless asked to reuse one: consumers may keep the views they get.
+      const buf = shared !== null ? shared.subarray(0, Math.min(shared.byteLength, size - off)) : new Uint8Array(Math.min(1 << 20, size - off));
       const n = readSync(fd, buf, 0, buf.length, start + off);
       if (n === 0) throw new CfsError(path, `unexpected end of file at offset ${start + off}`);
       yield n === buf.length ? buf : buf.subarray(0, n);
@@ -303,10 +312,10 @@ export class OciArchive extends LayoutSource {
     }
   }
 
-  protected member(path: string): { size: number; stream: () => AsyncIterable<Uint8Array> } | null {
+  protected member(path: string): { size: number; stream: (reuse?: boolean) => AsyncIterable<Uint8Array> } | null {
     const m = this.members.get(path);
     if (m === undefined) return null;
-    return { size: m.size, stream: () => fileRange(this.file, m.offset, m.size) };
+    return { size: m.size, stream: (reuse) => fileRange(this.file, m.offset, m.size, reuse) };
   }
 }
 

@@ -169,6 +169,8 @@ export interface ImageSource {
   resolve(platform: Platform): Promise<FetchedImage>;
   /** Stream a blob; the digest (and size) are checked at the end, which throws on a mismatch. */
   openBlob(desc: Descriptor): AsyncIterable<Uint8Array>;
+  /** openBlob for a layer import, whose chunks may all be views of one reused buffer (each valid until the next is requested). */
+  openLayer?(desc: Descriptor): AsyncIterable<Uint8Array>;
   readBlob(desc: Descriptor, maxSize: number): Promise<Uint8Array>;
   /** How a layer blob comes from this source, when not as the manifest's media type says. */
   layerCompression?(desc: Descriptor): Compression;
@@ -230,6 +232,10 @@ class LayoutImageSource implements ImageSource {
 
   openBlob(desc: Descriptor): AsyncIterable<Uint8Array> {
     return this.layout.openBlob(desc);
+  }
+
+  openLayer(desc: Descriptor): AsyncIterable<Uint8Array> {
+    return this.layout.openBlob(desc, { reuseBuffer: true });
   }
 
   readBlob(desc: Descriptor, maxSize: number): Promise<Uint8Array> {
@@ -939,7 +945,7 @@ export async function pullImage(repo: Repository, imgref: string, opts: PullOpti
         const diffId = config.diffIds[i]!;
         const bar = progress.bar(`${desc.digest.slice(7, 19)}`, desc.size);
         try {
-          const blob = counted(source.openBlob(desc), (n) => {
+          const blob = counted(source.openLayer?.(desc) ?? source.openBlob(desc), (n) => {
             bar.update(n);
           });
           const items: LayerItem[] = [];
