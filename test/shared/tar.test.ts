@@ -444,3 +444,46 @@ test("readTar over an async source yields the same events as push/next", async (
   expect(concat(evs).equals(tar)).toBe(true);
   expect(evs.filter((e) => e.kind === "data").reduce((n, e) => n + e.bytes.length, 0)).toBe(3000);
 });
+
+test("copyPending: chunks pushed from ONE reused buffer give the same entries and bytes as fresh chunks", () => {
+  // How a layer import reads: each chunk overwrites the previous one's buffer
+  // once the events it produced were consumed (copied where kept).
+  const arbFile = fc.record({
+    name: fc.stringMatching(/^[a-z]{1,12}$/),
+    data: fc.uint8Array({ maxLength: 3000 }),
+    xattr: fc.uint8Array({ maxLength: 300 }),
+    longName: fc.boolean(),
+  });
+  fc.assert(
+    fc.property(fc.uniqueArray(arbFile, { selector: (f) => f.name, minLength: 1, maxLength: 10 }), fc.integer({ min: 1, max: 1500 }), (files, chunk) => {
+      const tar = encodeTar(
+        files.map((f) => ({
+          path: f.longName ? `${"d".repeat(110)}/${"n".repeat(60)}${f.name}` : f.name,
+          type: "regular" as const,
+          data: f.data,
+          xattrs: new Map([["user.x", f.xattr]]),
+        })),
+      );
+      const expected = parseAll(tar);
+      const r = new TarReader();
+      const buf = new Uint8Array(chunk);
+      const got: { kind: string; bytes: Buffer; entry?: TarEntry }[] = [];
+      for (let i = 0; i < tar.length; i += chunk) {
+        const n = Math.min(chunk, tar.length - i);
+        buf.fill(0xee);
+        buf.set(tar.subarray(i, i + n));
+        r.push(buf.subarray(0, n));
+        for (let ev = r.next(); ev !== null; ev = r.next()) got.push({ kind: ev.kind, bytes: Buffer.from(ev.bytes), ...(ev.kind === "entry" ? { entry: ev.entry } : {}) });
+        r.copyPending();
+      }
+      r.end();
+      for (let ev = r.next(); ev !== null; ev = r.next()) got.push({ kind: ev.kind, bytes: Buffer.from(ev.bytes) });
+      expect(r.done).toBe(true);
+      expect(Buffer.concat(got.map((g) => g.bytes)).equals(Buffer.from(tar))).toBe(true);
+      const entries = got.flatMap((g) => (g.entry ? [g.entry] : []));
+      expect(entries.map((e) => [e.path, e.size])).toEqual(expected.entries.map((e) => [e.path, e.size]));
+      expect(entries.map((e) => [...e.xattrs.get("user.x")!])).toEqual(files.map((f) => [...f.xattr]));
+    }),
+    { numRuns: 60 },
+  );
+});
