@@ -33,7 +33,17 @@ export class CfsError extends Error {
  */
 function printable(s: string): string {
   // eslint-disable-next-line no-control-regex
-  return s.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  const t = s.replace(/[\x00-\x08\x0b-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+  // A message quoting a whole garbage file stays a line, not a screenful.
+  return t.length > MAX_MESSAGE ? `${t.slice(0, MAX_MESSAGE)}… (${t.length - MAX_MESSAGE} more characters)` : t;
+}
+
+const MAX_MESSAGE = 1000;
+
+/** `s` as one printable line of at most `max` characters (for text read from a file into a message). */
+export function oneLineText(s: string, max = 500): string {
+  const t = printable(s.trim().split(/\s*\n\s*/).join("; "));
+  return t.length > max ? `${t.slice(0, max)}…` : t;
 }
 
 /** Re-throw `e` as a CfsError located inside `outer` (a file name, an image). */

@@ -8,6 +8,7 @@
 
 import type { Argv } from "yargs";
 
+import { oneLineText } from "../../shared/errors.ts";
 import { defineCommand } from "../cli.ts";
 import { FINALIZE_UNIT, takeFailureStamp } from "../finalize.ts";
 import { Host, type HostArgs, hostOptions, withLock } from "../sysroot.ts";
@@ -23,7 +24,7 @@ export const bootCompleteCommand = defineCommand<HostArgs>({
     if (status !== null) return status;
     const msg = await withLock(host, async () => takeFailureStamp(host));
     if (msg === null) return 0;
-    process.stderr.write(`${FINALIZE_UNIT} failed on previous boot: ${msg}\n`);
+    process.stderr.write(`${FINALIZE_UNIT} failed on previous boot: ${oneLineText(msg)}\n`);
     return 1;
   },
 });
