@@ -633,8 +633,43 @@ describe.concurrent("generated garbage (fast-check)", () => {
     }
     await Promise.all(jobs);
   });
+  test("garbage host state files: meta.json, the recorded boot loader, the staged marker, the failure stamp", async () => {
+    const junk = pseudoRandom(10_000, 51);
+    const meta = copyHost("junk-meta");
+    writeFileSync(join(meta.root, "composefs/meta.json"), junk);
+    const loader = copyHost("junk-loader");
+    writeFileSync(join(loader.root, "state/cfsboot/bootloader"), junk);
+    const [marker, marker2] = ["junk-marker", "junk-marker2"].map((n) => {
+      const h = copyHost(n); // one host per command: two at once would wait for each other's lock
+      mkdirSync(join(h.root, "run/composefs"), { recursive: true });
+      writeFileSync(join(h.root, "run/composefs/staged-deployment"), junk);
+      return h;
+    }) as [ReturnType<typeof copyHost>, ReturnType<typeof copyHost>];
+    const meta2 = copyHost("junk-meta2");
+    writeFileSync(join(meta2.root, "composefs/meta.json"), junk);
+    const stampHost = copyHost("junk-stamp");
+    writeFileSync(join(stampHost.root, "state/finalize-failure.stamp"), junk);
+    const runs: [string[], (r: R) => void][] = [
+      [["status", ...meta.args], reportedOrOneLine],
+      [["upgrade", ...meta.args], (r) => failsOneLine(r, /meta\.json: not valid UTF-8$/)],
+      [["gc", ...meta2.args], (r) => failsOneLine(r, /meta\.json: not valid UTF-8$/)],
+      [["status", ...loader.args], (r) => failsOneLine(r, /bootloader: unknown boot loader ".*… \(\d+ more characters\)$/)],
+      [["upgrade", ...marker.args], reportedOrOneLine],
+      [["gc", "--dry-run", ...marker2.args], reportedOrOneLine],
+      [
+        ["boot-complete", ...stampHost.args],
+        (r) => {
+          // bootc's wording (not a `cfsboot:` error): one printable line however garbled the stamp.
+          expect(r.status).toBe(1);
+          expect(r.stderr).toMatch(/^cfsboot-finalize-staged\.service failed on previous boot: [^\n]{1,520}\n$/);
+          expect(r.stderr).not.toMatch(/[\x00-\x08\x0b-\x1f]/);
+        },
+      ],
+    ];
+    const rs = await Promise.all(runs.map(([a]) => run(a)));
+    rs.forEach((r, i) => runs[i]![1](r));
+  });
 });
-
 // ---- permissions, read-only and full file systems, signals --------------------------------------------
 
 describe.concurrent("unreadable inputs (unprivileged user)", () => {
