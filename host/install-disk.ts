@@ -128,6 +128,8 @@ export async function installToDisk(o: InstallToDiskOptions): Promise<InstallToD
   checkIds(ids);
   const features = o.ext4Features ?? ["verity"];
   const espSize = o.espSize ?? 512 * MiB;
+  // ESP size and --size checked now, not after the whole install (the root needs at least 64 MiB).
+  if (kind === "file") planLayout({ espSize, rootSize: 64 * MiB, ...(o.size !== undefined ? { size: o.size } : {}) });
 
   // Scratch space next to the output (same file system: the image file is renamed into place).
   const workParent = kind === "file" ? dirname(device) : (process.env.CFSBOOT_TMPDIR ?? "/var/tmp");
