@@ -8,6 +8,7 @@ import type { Argv, CommandModule } from "yargs";
 import { CfsError } from "../shared/errors.ts";
 import { fromNodeError, isatty } from "../shared/sys.ts";
 
+import { RetryFullParse, type Tail, applyTail, splitTail } from "./cli-tail.ts";
 import { type CommandEntry, commands } from "./commands/index.ts";
 import { installInterruptHandlers } from "./interrupt.ts";
 import yargs from "./yargs.ts";
@@ -247,11 +248,39 @@ function skipHelpCache(parser: Argv): void {
 export async function runCli(argv: string[]): Promise<number> {
   exitStatus = 0;
   installInterruptHandlers();
+  try {
+    const modules = await commandsFor(argv);
+    // A long FILE… list: first a parse without most of it (host/cli-tail.ts).
+    const tail = splitTail(argv);
+    if (tail !== null) {
+      try {
+        await parse(argv, modules, tail);
+        return exitStatus;
+      } catch (e) {
+        if (!(e instanceof RetryFullParse)) throw e;
+      }
+    }
+    await parse(argv, modules, null);
+  } catch (e) {
+    reportError(e);
+    return 1;
+  }
+  return exitStatus;
+}
+
+/** Parses `argv` (its `tail` left to applyTail) and runs the command. */
+async function parse(argv: string[], modules: readonly CommandModule[], tail: Tail | null): Promise<void> {
+  exitStatus = 0;
   lastParsed = null;
-  let parser = yargs(argv.map((a) => (a === "-" ? DASH : a)))
+  let tailDone = tail === null;
+  let parser = yargs((tail?.head ?? argv).map((a) => (a === "-" ? DASH : a)))
     .middleware(((args: Record<string, unknown>, y: unknown) => {
       restoreDash(args);
       captureParse(args, y);
+      if (!tailDone) {
+        if (!applyTail(args, y, tail!)) throw new RetryFullParse();
+        tailDone = true;
+      }
     }) as unknown as (args: Record<string, unknown>) => void, true)
     .middleware(refuseRepeats, true)
     .scriptName("cfsboot")
@@ -263,17 +292,13 @@ export async function runCli(argv: string[]): Promise<number> {
     .wrap(Math.min(110, terminalColumns() ?? 100))
     .exitProcess(false)
     .fail((msg: string | undefined, err: Error | undefined, usage: unknown) => {
+      // The shortened parse failed: the message could name the wrong words.
+      if (!tailDone) throw new RetryFullParse();
       // yargs-parser's own complaints arrive as errors ("Not enough arguments following: x").
       if (err !== undefined && !(err instanceof CfsError) && /^Not enough arguments following: /.test(err.message)) throw usageError(err.message, usage as UsageLike, argv);
       throw err ?? usageError(msg ?? "invalid arguments", usage as UsageLike, argv);
     });
   skipHelpCache(parser);
-  try {
-    for (const c of await commandsFor(argv)) parser = parser.command(c);
-    await parser.parseAsync();
-  } catch (e) {
-    reportError(e);
-    return 1;
-  }
-  return exitStatus;
+  for (const c of modules) parser = parser.command(c);
+  await parser.parseAsync();
 }
