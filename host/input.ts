@@ -9,6 +9,15 @@ import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
 import { CfsError, describeError } from "../shared/errors.ts";
 import { fromNodeError as sysError } from "../shared/sys.ts";
 
+/**
+ * A plain Uint8Array over a Buffer's bytes, without copying (`new
+ * Uint8Array(buffer)` copies, and fresh memory is expensive: 0.3–0.5 s of
+ * CPU for a 30 MB dumpfile on the development machine).
+ */
+function view(b: Buffer): Uint8Array {
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+}
+
 /** Node's error as a CfsError naming `label` (errno errors as `<call> failed: <strerror> (E…)`). */
 function fromNodeError(label: string, call: string, e: unknown): CfsError {
   try {
@@ -22,7 +31,7 @@ function fromNodeError(label: string, call: string, e: unknown): CfsError {
 export function readInputFile(path: string, label = path === "-" ? "stdin" : path): Uint8Array {
   if (path === "-") {
     try {
-      return new Uint8Array(readFileSync(0));
+      return view(readFileSync(0));
     } catch (e) {
       throw fromNodeError(label, "read", e);
     }
@@ -37,7 +46,7 @@ export function readInputFile(path: string, label = path === "-" ? "stdin" : pat
     const st = fstatSync(fd);
     if (st.isDirectory()) throw new CfsError(label, "is a directory");
     if (!st.isFile() && !st.isFIFO() && !st.isSocket()) throw new CfsError(label, "not a regular file");
-    return new Uint8Array(readFileSync(fd));
+    return view(readFileSync(fd));
   } catch (e) {
     throw e instanceof CfsError ? e : fromNodeError(label, "read", e);
   } finally {
