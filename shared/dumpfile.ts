@@ -601,57 +601,6 @@ function toBytes(s: BStr): Uint8Array {
   return out;
 }
 
-/** Hex (either case, already validated) → bytes. */
-function hexBytes(s: string): Uint8Array {
-  const out = new Uint8Array(s.length >> 1);
-  for (let i = 0; i < out.length; i++) out[i] = (hexVal(s.charCodeAt(2 * i)) << 4) | hexVal(s.charCodeAt(2 * i + 1));
-  return out;
-}
-
-function isDigits(s: string): boolean {
-  if (s.length === 0) return false;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x30 || c > 0x39) return false;
-  }
-  return true;
-}
-
-/** Decimal unsigned integer ≤ max (a safe integer). */
-function parseUint(s: string, max: number, lineNo: number, field: string): number {
-  if (!isDigits(s)) fail(lineNo, `field ${field}: "${show(s)}" is not a decimal number`);
-  const v = s.length <= 15 ? Number(s) : BigInt(s) > BigInt(max) ? max + 1 : Number(s);
-  if (v > max) fail(lineNo, `field ${field}: ${show(s)} is out of range (maximum ${max})`);
-  return v;
-}
-
-/** Decimal unsigned 64-bit integer. */
-function parseU64(s: string, lineNo: number, field: string): bigint {
-  if (!isDigits(s)) fail(lineNo, `field ${field}: "${show(s)}" is not a decimal number`);
-  const v = s.length <= 15 ? BigInt(Number(s)) : BigInt(s);
-  if (v > U64_MAX) fail(lineNo, `field ${field}: ${show(s)} does not fit in 64 bits`);
-  return v;
-}
-
-function parseOctal(s: string, lineNo: number, field: string): number {
-  if (s.length === 0) fail(lineNo, `field ${field}: missing octal mode`);
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x30 || c > 0x37) fail(lineNo, `field ${field}: "${show(s)}" is not an octal number`);
-  }
-  const v = parseInt(s, 8);
-  if (!(v <= U32_MAX)) fail(lineNo, `field ${field}: ${show(s)} does not fit in 32 bits`);
-  return v;
-}
-
-/** Fixed field `i` of a line: present and not empty. */
-function needField(fields: string[], i: number, lineNo: number): string {
-  const v = fields[i];
-  if (v === undefined) fail(lineNo, `field ${FIELD_NAMES[i]} is missing (the line has ${fields.length} of ${N_FIXED} fields)`);
-  if (v.length === 0) fail(lineNo, `field ${FIELD_NAMES[i]} is empty (two spaces in a row?)`);
-  return v;
-}
-
 /**
  * Validate a canonical absolute path: starts with "/", no empty, "." or ".."
  * components, names ≤ 255 bytes, total ≤ 4096 bytes, no NUL.
@@ -681,7 +630,6 @@ function checkPath(p: BStr, lineNo: number, field: string, what: string): void {
   }
 }
 
-const HEX_ANY = /^[0-9a-fA-F]+$/;
 const OBJECT_PATH = /^[0-9a-f]{2}\/(?:[0-9a-f]{62}|[0-9a-f]{126})$/;
 
 /** A hardlink line waiting for its target (C mode resolves them at the end). */
@@ -694,12 +642,6 @@ interface Fixup {
   placeholder: Leaf;
 }
 
-interface LeafInfo {
-  leaf: Leaf;
-  nlinkField: number;
-  /** Path of the leaf's full (non-@) line. */
-  path: BStr;
-}
 
 /**
  * Parse a dumpfile into a tree. Throws CfsError(`line N`, …) on the first
@@ -708,18 +650,32 @@ interface LeafInfo {
 export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
   const mode = opts.mode ?? "strict";
   const lim = LIMITS[mode];
+  // One byte string for the whole file; names, paths and payloads are
+  // substrings of it (no copies), numbers are read in place.
   const s = Buffer.from(text.buffer, text.byteOffset, text.byteLength).toString("latin1");
 
   let root: Dir | null = null;
   const dirs = new Map<BStr, Dir>();
-  // C mode: each leaf's NLINK field, and the extra references hardlink lines add.
-  const leafInfo: LeafInfo[] = [];
+  // C mode: leaves whose NLINK field is not 1, and the extra references hardlink lines add.
+  const nlinkFields = new Map<Leaf, number>();
   const extraRefs = new Map<Leaf, number>();
   const linkPaths = new Map<Leaf, BStr[]>();
+  /** Path of the full (non-@) line of each hardlinked leaf. */
+  const fullPaths = new Map<Leaf, BStr>();
   const fixups: Fixup[] = [];
   const placeholders = new Map<Leaf, Fixup>();
   // Identical xattr values (SELinux labels…) share one array.
   const valueCache = new Map<BStr, Uint8Array>();
+
+  // Fields of the current line: [fs[i], fe[i]) in `s`.
+  let fs = new Int32Array(64);
+  let fe = new Int32Array(64);
+  let nf = 0;
+  // The parent directory of the previous line (lines come grouped by directory).
+  let lastParentPath: BStr | null = null;
+  let lastParent: Dir | null = null;
+  /** The last component of the path parentOf() was given. */
+  let childName: BStr = "";
 
   const nulPos = s.indexOf("\0");
   let lineNo = 0;
@@ -734,11 +690,11 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     if (nulPos >= pos && nulPos < end) {
       fail(lineNo, `NUL byte at column ${nulPos - pos + 1}`);
     }
-    let line = s.slice(pos, end);
+    const start = pos;
     pos = end + 1;
     // C splits off each field at a space, so one trailing space is harmless there.
-    if (!lim.rs && line.length > 0 && line.charCodeAt(line.length - 1) === 0x20) line = line.slice(0, -1);
-    parseLine(line, lineNo);
+    if (!lim.rs && end > start && s.charCodeAt(end - 1) === 0x20) end--;
+    parseLine(start, end, lineNo);
   }
   if (root === null) fail(Math.max(lineNo, 1), "the dumpfile is empty: it must start with the root directory /");
 
@@ -746,35 +702,130 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
   finishLinks();
   return root;
 
+  // -- fields ------------------------------------------------------------------------------
+
+  /** Splits [start, end) at every space (as String.split(" ") would). */
+  function splitFields(start: number, end: number): void {
+    nf = 0;
+    let a = start;
+    for (;;) {
+      let sp = s.indexOf(" ", a);
+      if (sp < 0 || sp > end) sp = end;
+      if (nf === fs.length) {
+        const gs = new Int32Array(nf * 2);
+        gs.set(fs);
+        fs = gs;
+        const ge = new Int32Array(nf * 2);
+        ge.set(fe);
+        fe = ge;
+      }
+      fs[nf] = a;
+      fe[nf] = sp;
+      nf++;
+      if (sp === end) return;
+      a = sp + 1;
+    }
+  }
+
+  function field(i: number): string {
+    return s.slice(fs[i]!, fe[i]!);
+  }
+
+  /** Field `i` is exactly "-". */
+  function isDash(i: number): boolean {
+    return fe[i]! - fs[i]! === 1 && s.charCodeAt(fs[i]!) === C_DASH;
+  }
+
+  /** Fixed field `i` of a line: present and not empty. */
+  function need(i: number, n: number): void {
+    if (i >= nf) fail(n, `field ${FIELD_NAMES[i]} is missing (the line has ${nf} of ${N_FIXED} fields)`);
+    if (fe[i] === fs[i]) fail(n, `field ${FIELD_NAMES[i]} is empty (two spaces in a row?)`);
+  }
+
+  /** Decimal digits only, at least one. */
+  function digitsAt(a: number, b: number): boolean {
+    if (a >= b) return false;
+    for (let i = a; i < b; i++) {
+      const c = s.charCodeAt(i);
+      if (c < 0x30 || c > 0x39) return false;
+    }
+    return true;
+  }
+
+  /** Value of [a, b), all digits and at most 15 of them. */
+  function smallUint(a: number, b: number): number {
+    let v = 0;
+    for (let i = a; i < b; i++) v = v * 10 + (s.charCodeAt(i) - 0x30);
+    return v;
+  }
+
+  /** Decimal unsigned integer ≤ max (a safe integer) at field `i`. */
+  function uintField(i: number, max: number, n: number): number {
+    return uintAt(fs[i]!, fe[i]!, max, n, FIELD_NAMES[i]!);
+  }
+
+  function uintAt(a: number, b: number, max: number, n: number, name: string): number {
+    if (!digitsAt(a, b)) fail(n, `field ${name}: "${show(s.slice(a, b))}" is not a decimal number`);
+    const v = b - a <= 15 ? smallUint(a, b) : BigInt(s.slice(a, b)) > BigInt(max) ? max + 1 : Number(s.slice(a, b));
+    if (v > max) fail(n, `field ${name}: ${show(s.slice(a, b))} is out of range (maximum ${max})`);
+    return v;
+  }
+
+  /** Decimal unsigned 64-bit integer at field `i`: a number when it is a safe integer, else a bigint. */
+  function u64Field(i: number, n: number): number | bigint {
+    const a = fs[i]!;
+    const b = fe[i]!;
+    const name = FIELD_NAMES[i]!;
+    if (!digitsAt(a, b)) fail(n, `field ${name}: "${show(s.slice(a, b))}" is not a decimal number`);
+    if (b - a <= 15) return smallUint(a, b);
+    const v = BigInt(s.slice(a, b));
+    if (v > U64_MAX) fail(n, `field ${name}: ${show(s.slice(a, b))} does not fit in 64 bits`);
+    return v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  }
+
+  function octalField(i: number, a: number, n: number): number {
+    const b = fe[i]!;
+    const name = FIELD_NAMES[i]!;
+    if (a === b) fail(n, `field ${name}: missing octal mode`);
+    let v = 0;
+    for (let k = a; k < b; k++) {
+      const c = s.charCodeAt(k);
+      if (c < 0x30 || c > 0x37) fail(n, `field ${name}: "${show(s.slice(a, b))}" is not an octal number`);
+      v = v * 8 + (c - 0x30);
+    }
+    if (!(v <= U32_MAX)) fail(n, `field ${name}: ${show(s.slice(a, b))} does not fit in 32 bits`);
+    return v;
+  }
+
   // -- one line --------------------------------------------------------------------------
 
-  function parseLine(line: BStr, n: number): void {
-    if (line.length === 0) fail(n, "empty line");
-    const fields = line.split(" ");
+  function parseLine(start: number, end: number, n: number): void {
+    if (end === start) fail(n, "empty line");
+    splitFields(start, end);
     // Only the fields a line type reads are checked (C ignores the rest of a hardlink line).
-    const need = (i: number): string => needField(fields, i, n);
-    const path = unescape(need(F_PATH), n, "PATH");
+    need(F_PATH, n);
+    const path = unescape(field(F_PATH), n, "PATH");
     checkPath(path, n, "PATH", "path");
 
-    let modeStr = need(F_MODE);
-    const isHardlink = modeStr.charCodeAt(0) === 0x40; /* @ */
-    if (isHardlink) modeStr = modeStr.slice(1);
-    let modeVal = parseOctal(modeStr, n, "MODE");
+    need(F_MODE, n);
+    const isHardlink = s.charCodeAt(fs[F_MODE]!) === 0x40; /* @ */
+    let modeVal = octalField(F_MODE, fs[F_MODE]! + (isHardlink ? 1 : 0), n);
     if (!isHardlink && modeVal > 0o177777) {
-      if (lim.rs) fail(n, `field MODE: ${modeStr} has bits above the 16-bit st_mode`);
+      if (lim.rs) fail(n, `field MODE: ${field(F_MODE)} has bits above the 16-bit st_mode`);
       modeVal &= 0o177777; // EROFS keeps a 16-bit i_mode
     }
     const type = typeFromMode(modeVal);
     if (type === null) {
+      const modeStr = s.slice(fs[F_MODE]! + (isHardlink ? 1 : 0), fe[F_MODE]!);
       fail(n, `field MODE: ${modeStr} has no valid file type (type bits ${((modeVal & S_IFMT) >>> 0).toString(8).padStart(6, "0")})`);
     }
 
     if (isHardlink) {
       if (type === "dir") fail(n, "field MODE: a directory cannot be a hardlink");
       if (path === "/") fail(n, "field PATH: the root cannot be a hardlink");
-      const targetField = need(F_PAYLOAD);
-      if (targetField === "-") fail(n, "field PAYLOAD: a hardlink needs its target path here");
-      const target = unescape(targetField, n, "PAYLOAD");
+      need(F_PAYLOAD, n);
+      if (isDash(F_PAYLOAD)) fail(n, "field PAYLOAD: a hardlink needs its target path here");
+      const target = unescape(field(F_PAYLOAD), n, "PAYLOAD");
       checkPath(target, n, "PAYLOAD", "hardlink target");
       if (target === path) fail(n, `field PAYLOAD: hardlink ${show(path)} refers to itself`);
       addHardlink(path, target, n);
@@ -784,40 +835,37 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     // C reads missing trailing fields as empty strings: a missing CONTENT is
     // empty content (fine when SIZE is 0), a missing DIGEST is harmless
     // unless the file needs one. composefs-rs requires all 11 fields.
-    const present = !lim.rs && fields.length > F_PAYLOAD && fields.length < N_FIXED ? fields.length : N_FIXED;
-    for (let i = F_SIZE; i < present; i++) needField(fields, i, n);
-    const size = parseU64(fields[F_SIZE]!, n, "SIZE");
-    const nlinkField = parseUint(fields[F_NLINK]!, U32_MAX, n, "NLINK");
-    const uid = parseUint(fields[F_UID]!, U32_MAX, n, "UID");
-    const gid = parseUint(fields[F_GID]!, U32_MAX, n, "GID");
-    const rdevRaw = parseU64(fields[F_RDEV]!, n, "RDEV");
-    const [mtimeSec, mtimeNsec] = parseMtime(fields[F_MTIME]!, n);
+    const present = !lim.rs && nf > F_PAYLOAD && nf < N_FIXED ? nf : N_FIXED;
+    for (let i = F_SIZE; i < present; i++) need(i, n);
+    const sizeV = u64Field(F_SIZE, n);
+    const nlinkField = uintField(F_NLINK, U32_MAX, n);
+    const uid = uintField(F_UID, U32_MAX, n);
+    const gid = uintField(F_GID, U32_MAX, n);
+    const rdevRaw = u64Field(F_RDEV, n);
+    const [mtimeSec, mtimeNsec] = parseMtime(n);
 
-    const payloadField = fields[F_PAYLOAD]!;
-    const payload = payloadField === "-" ? null : unescape(payloadField, n, "PAYLOAD");
-    const contentField = fields[F_CONTENT] ?? "-";
-    const content = contentField === "-" ? null : unescape(contentField, n, "CONTENT");
-    const digestField = fields[F_DIGEST] ?? "-";
-    const digest = digestField === "-" ? null : parseDigest(digestField, n);
-    const digestHex = digest === null ? "" : digestField.toLowerCase();
-    if (present <= F_CONTENT && size !== 0n) {
-      fail(n, `field CONTENT is missing (read as empty content, which does not match SIZE ${size})`);
+    const payload = isDash(F_PAYLOAD) ? null : unescape(field(F_PAYLOAD), n, "PAYLOAD");
+    const content = F_CONTENT >= nf || isDash(F_CONTENT) ? null : unescape(field(F_CONTENT), n, "CONTENT");
+    const digest = F_DIGEST >= nf || isDash(F_DIGEST) ? null : parseDigest(n);
+    const sizeZero = sizeV === 0;
+    if (present <= F_CONTENT && !sizeZero) {
+      fail(n, `field CONTENT is missing (read as empty content, which does not match SIZE ${sizeV})`);
     }
-    if (present <= F_DIGEST && type === "regular" && content === null && size !== 0n) {
+    if (present <= F_DIGEST && type === "regular" && content === null && !sizeZero) {
       fail(n, "field DIGEST is missing");
     }
 
     if (content !== null && type !== "regular") fail(n, `field CONTENT: a ${typeName(type)} cannot have inline content`);
     if (digest !== null && type !== "regular") fail(n, `field DIGEST: a ${typeName(type)} cannot have a digest`);
     const isDevice = type === "chr" || type === "blk";
-    if (!isDevice && rdevRaw !== 0n && lim.cStrict) {
+    if (!isDevice && rdevRaw !== 0 && lim.cStrict) {
       fail(n, `field RDEV: a ${typeName(type)} cannot have a device number (${rdevRaw})`);
     }
     if (payload !== null && lim.rs && type !== "regular" && type !== "symlink") {
       fail(n, `field PAYLOAD: a ${typeName(type)} cannot have a payload`);
     }
 
-    const xattrs = parseXattrs(fields, n);
+    const xattrs = parseXattrs(n);
     const stat = { mode: modeVal & 0o7777, uid, gid, mtimeSec, mtimeNsec, xattrs };
 
     if (type === "dir") {
@@ -836,7 +884,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     let leafContent: LeafContent;
     switch (type) {
       case "regular":
-        leafContent = regularContent(size, payload, content, digest, digestHex, n);
+        leafContent = regularContent(typeof sizeV === "bigint" ? sizeV : BigInt(sizeV), payload, content, digest, n);
         break;
       case "symlink": {
         if (payload === null) fail(n, "field PAYLOAD: a symlink needs its target here");
@@ -844,18 +892,18 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
         if (payload.length > lim.symlinkMax) {
           fail(n, `field PAYLOAD: symlink target of ${payload.length} bytes exceeds the maximum of ${lim.symlinkMax}`);
         }
-        if (lim.cStrict && size !== BigInt(payload.length)) {
-          fail(n, `field SIZE: ${size} does not match the symlink target length ${payload.length}`);
+        if (lim.cStrict && sizeV !== payload.length) {
+          fail(n, `field SIZE: ${sizeV} does not match the symlink target length ${payload.length}`);
         }
         leafContent = { type: "symlink", target: toBytes(payload) };
         break;
       }
       case "chr":
       case "blk": {
-        if (rdevRaw > 0xffff_ffffn && lim.rs) {
+        if (lim.rs && rdevRaw > 0xffff_ffff) {
           fail(n, `field RDEV: ${rdevRaw} does not fit in 32 bits`);
         }
-        const rdev = Number(rdevRaw & 0xffff_ffffn);
+        const rdev = typeof rdevRaw === "bigint" ? Number(rdevRaw & 0xffff_ffffn) : rdevRaw >>> 0;
         if (type === "chr" && rdev === 0 && nlinkField > 1) {
           fail(n, `field NLINK: a whiteout (character device 0:0) cannot have ${nlinkField} links`);
         }
@@ -867,7 +915,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     }
     const leaf: Leaf = { kind: "leaf", stat, content: leafContent };
     insert(path, leaf, n);
-    if (!lim.rs) leafInfo.push({ leaf, nlinkField, path });
+    if (!lim.rs && nlinkField !== 1) nlinkFields.set(leaf, nlinkField);
   }
 
   function typeName(t: LeafContent["type"] | "dir"): string {
@@ -880,37 +928,47 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     }
   }
 
-  function parseMtime(f: string, n: number): [number, number] {
-    const dot = f.indexOf(".");
-    if (dot < 0) fail(n, `field MTIME: "${show(f)}" is not SECONDS.NANOSECONDS`);
-    let secStr = f.slice(0, dot);
-    const nsecStr = f.slice(dot + 1);
+  function parseMtime(n: number): [number, number] {
+    const a = fs[F_MTIME]!;
+    const b = fe[F_MTIME]!;
+    let dot = s.indexOf(".", a);
+    if (dot < 0 || dot >= b) fail(n, `field MTIME: "${show(s.slice(a, b))}" is not SECONDS.NANOSECONDS`);
+    let secStart = a;
     let negative = false;
     // C reads seconds with strtoull, so "-5" wraps to the time_t -5.
-    if (!lim.rs && secStr.charCodeAt(0) === 0x2d) {
+    if (!lim.rs && s.charCodeAt(a) === 0x2d) {
       negative = true;
-      secStr = secStr.slice(1);
+      secStart++;
     }
-    if (!isDigits(secStr) || !isDigits(nsecStr)) fail(n, `field MTIME: "${show(f)}" is not SECONDS.NANOSECONDS`);
-    const sec = parseUint(secStr, Number.MAX_SAFE_INTEGER, n, "MTIME");
-    const nsec = nsecStr.length <= 15 ? Number(nsecStr) : Infinity;
-    if (!(nsec < 1_000_000_000)) fail(n, `field MTIME: nanoseconds must be < 1000000000 (got ${show(nsecStr)})`);
+    if (!digitsAt(secStart, dot) || !digitsAt(dot + 1, b)) fail(n, `field MTIME: "${show(s.slice(a, b))}" is not SECONDS.NANOSECONDS`);
+    const sec = uintAt(secStart, dot, Number.MAX_SAFE_INTEGER, n, "MTIME");
+    const nsec = b - (dot + 1) <= 15 ? smallUint(dot + 1, b) : Infinity;
+    if (!(nsec < 1_000_000_000)) fail(n, `field MTIME: nanoseconds must be < 1000000000 (got ${show(s.slice(dot + 1, b))})`);
     return [negative && sec !== 0 ? -sec : sec, nsec];
   }
 
-  function parseDigest(f: string, n: number): Uint8Array {
-    const ok = HEX_ANY.test(f) && (f.length === 64 || (lim.rs && f.length === 128));
+  function parseDigest(n: number): Uint8Array {
+    const a = fs[F_DIGEST]!;
+    const b = fe[F_DIGEST]!;
+    const len = b - a;
+    let ok = len === 64 || (lim.rs && len === 128);
+    const out = ok ? new Uint8Array(len >> 1) : EMPTY;
+    for (let i = 0; ok && i < out.length; i++) {
+      const h = hexVal(s.charCodeAt(a + 2 * i));
+      const l = hexVal(s.charCodeAt(a + 2 * i + 1));
+      if (h < 0 || l < 0) ok = false;
+      else out[i] = (h << 4) | l;
+    }
     if (!ok) {
+      const f = s.slice(a, b);
       const want = lim.rs ? "64 or 128 hex digits (sha256/sha512)" : "64 hex digits (sha256)";
       const crlf = f.endsWith("\r") ? " (CRLF line endings?)" : "";
       fail(n, `field DIGEST: "${show(f)}" is not ${want}${crlf}`);
     }
-    return hexBytes(f);
+    return out;
   }
 
-  function regularContent(
-    size: bigint, payload: BStr | null, content: BStr | null, digest: Uint8Array | null, digestHex: string, n: number,
-  ): Regular {
+  function regularContent(size: bigint, payload: BStr | null, content: BStr | null, digest: Uint8Array | null, n: number): Regular {
     if (content !== null) {
       if (BigInt(content.length) !== size) {
         fail(n, `field CONTENT: length ${content.length} does not match SIZE ${size}`);
@@ -943,6 +1001,7 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
         if (!OBJECT_PATH.test(payload)) {
           fail(n, `field PAYLOAD: "${show(payload)}" is not an object path (xx/ + the rest of a lowercase hex digest)`);
         }
+        const digestHex = digest === null ? "" : field(F_DIGEST).toLowerCase();
         if (digest !== null && (payload.length !== digestHex.length + 1 || !payload.startsWith(digestHex.slice(0, 2)) || !payload.endsWith(digestHex.slice(2)))) {
           fail(n, `field PAYLOAD: "${show(payload)}" is not the object path of DIGEST ${digestHex}`);
         }
@@ -951,16 +1010,15 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     return { type: "regular", size, inline: null, digest, payload };
   }
 
-  function parseXattrs(fields: string[], n: number): Map<BStr, Uint8Array> {
+  function parseXattrs(n: number): Map<BStr, Uint8Array> {
     const xattrs = new Map<BStr, Uint8Array>();
-    if (fields.length <= N_FIXED) return xattrs;
-    let rawLen = fields.length - N_FIXED - 1; // the separating spaces
-    for (let i = N_FIXED; i < fields.length; i++) rawLen += fields[i]!.length;
+    if (nf <= N_FIXED) return xattrs;
+    const rawLen = fe[nf - 1]! - fs[N_FIXED]!; // the fields and their separating spaces
     if (rawLen > XATTR_LINE_MAX) fail(n, `field XATTR: ${rawLen} bytes of xattrs on one line exceed the maximum of ${XATTR_LINE_MAX}`);
     // C's per-inode budget: 12-byte header + for each xattr 7 + key + value bytes.
     let budget = 12;
-    for (let i = N_FIXED; i < fields.length; i++) {
-      const f = fields[i]!;
+    for (let i = N_FIXED; i < nf; i++) {
+      const f = field(i);
       const label = `XATTR ${i - N_FIXED + 1}`;
       if (f.length === 0) fail(n, `field ${label} is empty (two spaces in a row?)`);
       const eq = f.indexOf("=");
@@ -996,16 +1054,21 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
 
   // -- tree building ------------------------------------------------------------------------
 
-  function parentOf(path: BStr, n: number): [Dir, BStr] {
+  /** The directory that holds `path`; its last component is left in `childName`. */
+  function parentOf(path: BStr, n: number): Dir {
     if (root === null) fail(n, `field PATH: ${show(path)} comes before the root directory / (the first line must be /)`);
     const slash = path.lastIndexOf("/");
     const parentPath = slash === 0 ? "/" : path.slice(0, slash);
+    childName = path.slice(slash + 1);
+    if (parentPath === lastParentPath) return lastParent!;
     const parent = dirs.get(parentPath);
     if (parent === undefined) {
       if (lookupAny(parentPath) !== undefined) fail(n, `field PATH: parent ${show(parentPath)} is not a directory`);
       fail(n, `field PATH: parent directory ${show(parentPath)} does not exist (it must appear on an earlier line)`);
     }
-    return [parent, path.slice(slash + 1)];
+    lastParentPath = parentPath;
+    lastParent = parent;
+    return parent;
   }
 
   function lookupAny(path: BStr): Node | undefined {
@@ -1016,17 +1079,22 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     return parent?.entries.get(path.slice(slash + 1));
   }
 
-  function insert(path: BStr, node: Node, n: number): [Dir, BStr] {
-    const [parent, name] = parentOf(path, n);
-    if (parent.entries.has(name)) fail(n, `field PATH: duplicate path ${show(path)}`);
-    parent.entries.set(name, node);
-    return [parent, name];
+  /** Adds `node` at `path`; returns its parent (the name is left in `childName`). */
+  function insert(path: BStr, node: Node, n: number): Dir {
+    const parent = parentOf(path, n);
+    const entries = parent.entries;
+    const before = entries.size;
+    entries.set(childName, node);
+    // (A duplicate replaced the first entry, but the parse fails anyway.)
+    if (entries.size === before) fail(n, `field PATH: duplicate path ${show(path)}`);
+    return parent;
   }
 
   function addHardlink(path: BStr, target: BStr, n: number): void {
     if (lim.rs) {
       // composefs-rs: the target must already be known.
-      const [parent, name] = parentOf(path, n);
+      const parent = parentOf(path, n);
+      const name = childName;
       if (parent.entries.has(name)) fail(n, `field PATH: duplicate path ${show(path)}`);
       const t = lookupAny(target);
       if (t === undefined) {
@@ -1040,8 +1108,8 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
     // C: insert a placeholder now (so duplicates and "parent is not a
     // directory" are found), resolve once the whole file is read.
     const placeholder: Leaf = { kind: "leaf", stat: { mode: 0, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, xattrs: new Map() }, content: { type: "fifo" } };
-    const [dir, name] = insert(path, placeholder, n);
-    const fx: Fixup = { lineNo: n, dir, name, path, target, placeholder };
+    const dir = insert(path, placeholder, n);
+    const fx: Fixup = { lineNo: n, dir, name: childName, path, target, placeholder };
     fixups.push(fx);
     placeholders.set(placeholder, fx);
   }
@@ -1062,6 +1130,9 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
         const next = placeholders.get(t);
         if (next === undefined) {
           leaf = t;
+          // The first time a leaf is found it is still only at its full line's path
+          // (resolved links are placed below, after this).
+          if (!fullPaths.has(t)) fullPaths.set(t, cur.target);
           break;
         }
         const r = resolved.get(next);
@@ -1089,13 +1160,16 @@ export function parseDumpfile(text: Uint8Array, opts: ParseOptions = {}): Dir {
   }
 
   function finishLinks(): void {
-    for (const { leaf, nlinkField, path } of leafInfo) {
-      // C keeps each leaf's NLINK field; record it where it differs from the tree.
-      if (nlinkField !== 1 + (extraRefs.get(leaf) ?? 0)) leaf.nlink = nlinkField;
+    // C keeps each leaf's NLINK field; record it where it differs from the tree
+    // (1 + the hardlink lines naming the leaf).
+    for (const [leaf, field] of nlinkFields) if (!extraRefs.has(leaf)) leaf.nlink = field;
+    for (const [leaf, extra] of extraRefs) {
+      const field = nlinkFields.get(leaf) ?? 1;
+      if (field !== 1 + extra) leaf.nlink = field;
       // C numbers a hardlinked inode where its full line is (Leaf.primaryPath)
       // when that is not the first depth-first occurrence.
-      const links = linkPaths.get(leaf);
-      if (links !== undefined && links.some((l) => compareDfs(l, path) < 0)) leaf.primaryPath = path;
+      const path = fullPaths.get(leaf)!;
+      if (linkPaths.get(leaf)!.some((l) => compareDfs(l, path) < 0)) leaf.primaryPath = path;
     }
   }
 }
