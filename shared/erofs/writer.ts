@@ -42,6 +42,9 @@ import {
   INODE_SLOT_SIZE,
   InodeLayout,
   MAX_NONINLINE_CHUNKS,
+  METACOPY_HEADER_SIZE,
+  FSVERITY_HASH_ALG_SHA256,
+  FSVERITY_HASH_ALG_SHA512,
   V2_CHUNK_FORMAT,
   XATTR_ENTRY_HEADER_SIZE,
   XATTR_ESCAPED_OPAQUE,
@@ -82,6 +85,8 @@ import { xxh32 } from "../xxhash.ts";
 export interface WriteErofsOptions {
   /** composefs format version: 0/1 = C mkcomposefs compatible, 2 = legacy composefs-rs. */
   version: FormatVersion;
+  /** Called after each step of the pipeline (for profiling: CFSBOOT_TIMING). */
+  onPhase?: (phase: string) => void;
 }
 
 /** Longest symlink target accepted (PATH_MAX − 1, the C limit). */
@@ -186,6 +191,21 @@ interface XName {
   filterBit: number;
 }
 
+// How an XEnt holds its value. The values the writer derives for every
+// metadata-only file are kept as the tree's own digest / payload and encoded
+// only when written (no per-file copies).
+/** `value` is the value (bytes or a byte string). */
+const V_PLAIN = 0;
+/** `value` is an fs-verity digest; the value is the ovl_metacopy header + digest (encodeMetacopy). */
+const V_METACOPY = 1;
+/** `value` is an object path (byte string); the value is "/" + it. */
+const V_REDIRECT = 2;
+
+function encodedLength(kind: number, v: XValue): number {
+  const n = valueLength(v);
+  return kind === V_PLAIN ? n : kind === V_METACOPY ? METACOPY_HEADER_SIZE + n : 1 + n;
+}
+
 /** One distinct (full name, value) pair of the whole image. */
 class XEnt {
   count = 0;
@@ -196,9 +216,94 @@ class XEnt {
   readonly entrySize: number;
   constructor(
     readonly xn: XName,
-    readonly value: XValue,
+    public value: XValue,
+    /** V_PLAIN, V_METACOPY or V_REDIRECT. */
+    public kind: number,
   ) {
-    this.entrySize = xattrEntrySize(xn.suffix.length, valueLength(value));
+    this.entrySize = xattrEntrySize(xn.suffix.length, encodedLength(kind, value));
+  }
+
+  /** The value as stored: bytes or a byte string. */
+  encoded(): XValue {
+    if (this.kind === V_METACOPY) return encodeMetacopy(this.value as Uint8Array);
+    if (this.kind === V_REDIRECT) return "/" + (this.value as BStr);
+    return this.value;
+  }
+}
+
+/**
+ * Every distinct (name, value) of the image, interned as inodes are
+ * collected; `shared` lists those used more than once (in first-reuse order).
+ */
+class XattrTable {
+  private readonly xnames = new Map<BStr, XName>();
+  /** Plain values by hash (hashValue of the name id and value), chained through XEnt.next. */
+  private readonly buckets = new Map<number, XEnt>();
+  /** Metacopy values by a hash of the digest. */
+  private readonly metacopies = new Map<number, XEnt>();
+  /** Redirects by object path. */
+  private readonly redirects = new Map<BStr, XEnt>();
+  readonly shared: XEnt[] = [];
+  hasAcl = false;
+  readonly metacopyName: XName;
+  readonly redirectName: XName;
+
+  constructor(readonly epoch: FormatEpoch) {
+    this.metacopyName = this.xname(XATTR_OVERLAY_METACOPY);
+    this.redirectName = this.xname(XATTR_OVERLAY_REDIRECT);
+  }
+
+  xname(name: BStr): XName {
+    let xn = this.xnames.get(name);
+    if (xn === undefined) {
+      const { index, suffix } = splitXattrName(name, this.epoch);
+      const filterBit = xxh32(Buffer.from(suffix, "latin1"), XATTR_FILTER_SEED + index) & 31;
+      xn = { id: this.xnames.size, name, index, suffix, filterBit };
+      this.xnames.set(name, xn);
+      if (name === XATTR_POSIX_ACL_ACCESS || name === XATTR_POSIX_ACL_DEFAULT) this.hasAcl = true;
+    }
+    return xn;
+  }
+
+  /** Counts one more use of `x`. */
+  use(x: XEnt): XEnt {
+    if (++x.count === 2) this.shared.push(x);
+    return x;
+  }
+
+  plain(xn: XName, value: XValue): XEnt {
+    const h = hashValue(Math.imul(0x811c9dc5 ^ xn.id, 16777619), value);
+    const head = this.buckets.get(h) ?? null;
+    let x = head;
+    while (x !== null && !(x.xn === xn && valueEquals(x.value, value))) x = x.next;
+    if (x === null) {
+      x = new XEnt(xn, value, V_PLAIN);
+      x.next = head;
+      this.buckets.set(h, x);
+    }
+    return this.use(x);
+  }
+
+  metacopy(digest: Uint8Array): XEnt {
+    const h = hashValue(0x811c9dc5, digest);
+    const head = this.metacopies.get(h) ?? null;
+    let x = head;
+    while (x !== null && !valueEquals(x.value, digest)) x = x.next;
+    if (x === null) {
+      x = new XEnt(this.metacopyName, digest, V_METACOPY);
+      x.next = head;
+      this.metacopies.set(h, x);
+    }
+    return this.use(x);
+  }
+
+  redirect(path: BStr): XEnt {
+    let x = this.redirects.get(path);
+    if (x === undefined) {
+      x = new XEnt(this.redirectName, path, V_REDIRECT);
+      this.redirects.set(path, x);
+    }
+    return this.use(x);
   }
 }
 
@@ -394,11 +499,15 @@ class Collector {
   readonly linked = new Map<Leaf, number>();
   readonly renamed = new Map<BStr, BStr>();
 
+  readonly table: XattrTable;
+
   constructor(
     readonly epoch: FormatEpoch,
     readonly version: FormatVersion,
     readonly hardlinks: Map<Leaf, number>,
-  ) {}
+  ) {
+    this.table = new XattrTable(epoch);
+  }
 
   /** `trusted.overlay.X` → `trusted.overlay.overlay.X` (cached per name). */
   escapeName(name: BStr): BStr {
@@ -427,24 +536,27 @@ class Collector {
     return leaf.nlink ?? this.hardlinks.get(leaf) ?? 1;
   }
 
-  /** metacopy / redirect for metadata-only regular files (§6.5 step 1). */
+  /**
+   * metacopy / redirect for metadata-only regular files (§6.5 step 1),
+   * interned right away: they are the inode's first xattrs (the others are
+   * merged in by finishXattrs).
+   */
   contentXattrs(ino: Inode, c: Regular): void {
+    const t = this.table;
     if (this.epoch === 1) {
       // C: every regular file with size > 0 and no inline content.
       if (c.size <= 0n) return;
-      addXattr(ino, XATTR_OVERLAY_METACOPY, c.digest !== null ? encodeMetacopy(c.digest) : EMPTY);
-      if (c.payload !== null && c.payload.length > 0) addXattr(ino, XATTR_OVERLAY_REDIRECT, "/" + c.payload);
+      const meta = c.digest !== null ? t.metacopy(c.digest) : t.plain(t.metacopyName, EMPTY);
+      ino.xattrs = c.payload !== null && c.payload.length > 0 ? [meta, t.redirect(c.payload)] : [meta];
       return;
     }
     // composefs-rs: External (digest), ExternalNoVerity (object path), Sparse.
     if (c.digest !== null) {
-      addXattr(ino, XATTR_OVERLAY_METACOPY, encodeMetacopy(c.digest));
-      addXattr(ino, XATTR_OVERLAY_REDIRECT, "/" + objectPath(c.digest));
+      ino.xattrs = [t.metacopy(c.digest), t.redirect(objectPath(c.digest))];
     } else if (c.payload !== null && c.payload.length > 0) {
-      addXattr(ino, XATTR_OVERLAY_METACOPY, EMPTY);
-      addXattr(ino, XATTR_OVERLAY_REDIRECT, "/" + c.payload);
+      ino.xattrs = [t.plain(t.metacopyName, EMPTY), t.redirect(c.payload)];
     } else if (c.size > 0n) {
-      addXattr(ino, XATTR_OVERLAY_METACOPY, EMPTY);
+      ino.xattrs = [t.plain(t.metacopyName, EMPTY)];
     }
   }
 
@@ -700,62 +812,45 @@ function cmpV2(a: XEnt, b: XEnt): number {
   return compareValues(a.value, b.value);
 }
 
-function internXattrs(inodes: Inode[], epoch: FormatEpoch): SharedTable {
-  const buckets = new Map<number, XEnt>();
-  const xnames = new Map<BStr, XName>();
-  const all: XEnt[] = [];
-  let hasAcl = false;
+/**
+ * Interns every inode's remaining xattrs (its own, escaped, and the whiteout
+ * and opaque markers), merges them with the content xattrs already interned
+ * (Epoch1: sorted by full name, as C's qsort does; V2: content first, then
+ * the others in push order), and lays out the shared table.
+ */
+function finishXattrs(inodes: Inode[], table: XattrTable, epoch: FormatEpoch): SharedTable {
   for (const ino of inodes) {
     const names = ino.xnames;
     if (names === null) continue;
     const values = ino.xvalues!;
-    const n = names.length;
+    const content = ino.xattrs;
+    const list: XEnt[] = content.slice();
+    for (let k = 0; k < names.length; k++) list.push(table.plain(table.xname(names[k]!), values[k]!));
     if (epoch === 1) {
-      // C: qsort by name (names are unique within an inode). Lists are short: insertion sort.
-      for (let i = 1; i < n; i++) {
-        const kn = names[i]!;
-        const kv = values[i]!;
+      // Names are unique within an inode. Lists are short: insertion sort.
+      for (let i = 1; i < list.length; i++) {
+        const x = list[i]!;
+        const kn = x.xn.name;
         let j = i - 1;
-        while (j >= 0 && names[j]! > kn) {
-          names[j + 1] = names[j]!;
-          values[j + 1] = values[j]!;
+        while (j >= 0 && list[j]!.xn.name > kn) {
+          list[j + 1] = list[j]!;
           j--;
         }
-        names[j + 1] = kn;
-        values[j + 1] = kv;
+        list[j + 1] = x;
       }
-    }
-    const list: XEnt[] = new Array(n);
-    for (let k = 0; k < n; k++) {
-      const name = names[k]!;
-      const value = values[k]!;
-      let xn = xnames.get(name);
-      if (xn === undefined) {
-        const { index, suffix } = splitXattrName(name, epoch);
-        const filterBit = xxh32(Buffer.from(suffix, "latin1"), XATTR_FILTER_SEED + index) & 31;
-        xn = { id: xnames.size, name, index, suffix, filterBit };
-        xnames.set(name, xn);
-        if (name === XATTR_POSIX_ACL_ACCESS || name === XATTR_POSIX_ACL_DEFAULT) hasAcl = true;
-      }
-      const h = hashValue(Math.imul(0x811c9dc5 ^ xn.id, 16777619), value);
-      const head = buckets.get(h) ?? null;
-      let x = head;
-      while (x !== null && !(x.xn === xn && valueEquals(x.value, value))) x = x.next;
-      if (x === null) {
-        x = new XEnt(xn, value);
-        x.next = head;
-        buckets.set(h, x);
-        all.push(x);
-      }
-      x.count++;
-      list[k] = x;
     }
     ino.xattrs = list;
     ino.xnames = null;
     ino.xvalues = null;
   }
-  const shared: XEnt[] = [];
-  for (const x of all) if (x.count > 1) shared.push(x);
+  const shared = table.shared;
+  // Derived values are compared as bytes when sorting: encode the shared ones.
+  for (const x of shared) {
+    if (x.kind !== V_PLAIN) {
+      x.value = x.encoded();
+      x.kind = V_PLAIN;
+    }
+  }
   if (epoch === 1) shared.sort((a, b) => cmpFullKey(b, a)); // descending
   else shared.sort(cmpV2);
   let off = 0;
@@ -763,7 +858,7 @@ function internXattrs(inodes: Inode[], epoch: FormatEpoch): SharedTable {
     x.sharedOff = off;
     off += x.entrySize;
   }
-  return { entries: shared, size: off, hasAcl: epoch === 1 && hasAcl };
+  return { entries: shared, size: off, hasAcl: epoch === 1 && table.hasAcl };
 }
 
 // ---- layout (erofs.md §8–§11) ------------------------------------------------------------------------------
@@ -1117,10 +1212,22 @@ function emit(inodes: Inode[], shared: SharedTable, lay: Layout, version: Format
 
 function writeXattrEntry(dv: DataView, out: Uint8Array, p: number, x: XEnt): number {
   const v = x.value;
-  writeXattrEntryHeader(dv, p, x.xn.suffix.length, x.xn.index, valueLength(v));
-  const q = putStr(out, p + XATTR_ENTRY_HEADER_SIZE, x.xn.suffix);
-  if (typeof v === "string") putStr(out, q, v);
-  else out.set(v, q);
+  const kind = x.kind;
+  writeXattrEntryHeader(dv, p, x.xn.suffix.length, x.xn.index, encodedLength(kind, v));
+  let q = putStr(out, p + XATTR_ENTRY_HEADER_SIZE, x.xn.suffix);
+  if (kind === V_METACOPY) {
+    // struct ovl_metacopy: version 0, len, flags 0, digest algorithm (as encodeMetacopy).
+    const d = v as Uint8Array;
+    out[q] = 0;
+    out[q + 1] = METACOPY_HEADER_SIZE + d.byteLength;
+    out[q + 2] = 0;
+    out[q + 3] = d.byteLength === 64 ? FSVERITY_HASH_ALG_SHA512 : FSVERITY_HASH_ALG_SHA256;
+    out.set(d, q + METACOPY_HEADER_SIZE);
+  } else {
+    if (kind === V_REDIRECT) out[q++] = 0x2f; // "/"
+    if (typeof v === "string") putStr(out, q, v);
+    else out.set(v, q);
+  }
   return p + x.entrySize;
 }
 
@@ -1163,14 +1270,21 @@ export function writeErofs(root: Dir, opts: WriteErofsOptions): Uint8Array {
   const version = opts.version;
   if (version !== 0 && version !== 1 && version !== 2) throw new CfsError("version", `unknown composefs format version ${String(version)}`);
   const epoch = epochOf(version);
+  const lap = opts.onPhase ?? (() => {});
   const { hardlinks } = validateTree(root, epoch);
+  lap("validate");
 
   const col = new Collector(epoch, version, hardlinks);
   if (epoch === 1) col.collectBfs(root);
   else col.collectDfs(root);
   const inodes = col.inodes;
+  lap("collect");
 
-  const shared = internXattrs(inodes, epoch);
+  const shared = finishXattrs(inodes, col.table, epoch);
+  lap("intern");
   const lay = layout(root, inodes, shared, epoch);
-  return emit(inodes, shared, lay, version);
+  lap("layout");
+  const out = emit(inodes, shared, lay, version);
+  lap("emit");
+  return out;
 }
