@@ -37,6 +37,7 @@ import { defineCommand } from "../cli.ts";
 import { DigestPool } from "../digest.ts";
 import { fillDigestStore, scanDirectory } from "../scan.ts";
 import { progressBar } from "../progress.ts";
+import { phaseTimer, threadCpuReport } from "../timing.ts";
 
 interface Args {
   source: string;
@@ -118,15 +119,18 @@ export const mkcomposefsCommand = defineCommand<Args>({
     const threads = parseIntOption("--threads", args.threads);
     if (threads !== undefined && threads <= 0) throw new CfsError("--threads", `invalid thread count ${threads}`);
 
+    const lap = phaseTimer();
     let root: Dir;
     if (args["from-file"]) {
       const mode = process.env.CFS_PARSE_STRICT !== undefined ? "c-strict" : "c";
       const text = readSource(source);
+      lap("read");
       try {
         root = parseDumpfile(text, { mode });
       } catch (e) {
         rethrowWithin(source === "-" ? "stdin" : source, e);
       }
+      lap("parse");
     } else {
       const pool = new DigestPool({ workers: threads ?? availableParallelism() });
       const bar = progressBar("mkcomposefs");
@@ -141,10 +145,13 @@ export const mkcomposefsCommand = defineCommand<Args>({
           onProgress: (p) =>
             bar.update(p.phase === "walk" ? `scanning (${p.entries} entries), digesting` : "digesting", p.bytesDone, p.bytes),
         });
+        lap("scan");
+        if (process.env.CFSBOOT_TIMING) process.stderr.write(`threads: ${threadCpuReport()}\n`);
         if (args["digest-store"] !== undefined) {
           fillDigestStore(scan, args["digest-store"], {
             onProgress: (p) => bar.update("copying to store", p.bytesDone, p.bytes),
           });
+          lap("store");
         }
         root = scan.root;
       } finally {
@@ -155,10 +162,12 @@ export const mkcomposefsCommand = defineCommand<Args>({
 
     // The scan's garbage is large next to the tree; free it before the writer allocates.
     Bun.gc(true);
+    lap("gc");
     const version = resolveVersion(root, min, max);
-    const bytes = writeErofs(root, { version });
+    const bytes = writeErofs(root, { version, onPhase: (p) => lap(`erofs ${p}`) });
     await checkpoint(); // a signal during the synchronous store copy: no image appears
     if (image !== undefined) writeOutput(image, bytes, { binary: true });
     if (printDigest) writeStdout(`${toHex(fsverityDigest(bytes, "sha256"))}\n`);
+    lap("output");
   },
 });
