@@ -542,7 +542,10 @@ export async function buildUkiImage(b: DemoBase, tag: string, r: ReleaseOptions,
       const res = run([f.exe, "container", "ukify", "--rootfs", tree, `--format=${format}`, "--kernel-dir", kdir,
         "--karg", "root=PARTLABEL=root", "--karg", "rw", "--", "--output", out]);
       note(`container ukify --format=${format}: ${res.stdout.toString().trim().split("\n").slice(-1)[0] ?? ""}`);
-      const cmdline = run(["objcopy", "-O", "binary", "--only-section=.cmdline", out, "/dev/stdout"]).stdout.toString("latin1").replace(/\0+$/, "");
+      // read back with binutils (independent of cfsboot's PE code)
+      const section = join(work, "cmdline.bin");
+      run(["objcopy", "-O", "binary", "--only-section=.cmdline", out, section]);
+      const cmdline = readFileSync(section, "latin1").replace(/\0+$/, "").trim();
       const m = /(?:^|\s)(composefs(?:\.digest)?=\S+)/.exec(cmdline);
       if (!m?.[1]) throw new Error(`UKI .cmdline has no composefs karg: ${cmdline}`);
       karg = m[1];
