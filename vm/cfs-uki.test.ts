@@ -85,7 +85,8 @@ describe.skipIf(!ready)("scenario 2: sealed UKIs (container ukify --format=1 and
       expect(r.r.cmdline).not.toMatch(/composefs(\.digest)?=\?/);
       expect(r.r.cmdline).toContain("root=PARTLABEL=root");
       expect(r.r.efivar("StubInfo")).toMatch(/^systemd-stub 257/);
-      expect(r.r.efivar("LoaderEntrySelected")).toMatch(/\.efi$/);
+      // systemd-boot (257) starts the UKI through bootc's Type 1 entry with an `efi` key
+      expect(r.r.efivar("LoaderEntrySelected")).toMatch(/^bootc_debian-13-\d+\.conf$/);
       expect(r.bootedId).toBe(ids.v1f1);
       expect(r.r.root.options.split(",")).toContain("verity=require");
       expect(r.imageVerity.image).toBe(`sha512:${ids.v1f1}`);
@@ -113,7 +114,8 @@ describe.skipIf(!ready)("scenario 2: sealed UKIs (container ukify --format=1 and
       const st = r.status();
       expect(st.status.booted?.composefs).toMatchObject({ verity: r.bootedId, bootType: "Uki", missingVerityAllowed: false });
       expect(r.r.hook(`state_write_${kind}`).text).toBe(`etc written in ${kind}\nvar written in ${kind}`);
-      expect(r.r.blessStatus).toBe("good");
+      // `efi`-key entries (systemd < 258 has no `uki` key) get no boot counter: nothing to bless
+      expect(r.r.blessStatus).toBe("clean");
     }
   });
 });
