@@ -96,7 +96,7 @@ export async function runSetupRoot(args: string[]): Promise<number> {
     parsed = parseArgs(args);
   } catch (e) {
     writeFd(2, `cfsboot: setup-root: ${describeError(e)}\n${USAGE}`);
-    return 2;
+    return 1;
   }
   if (parsed.help) {
     writeFd(1, USAGE);

@@ -11,8 +11,7 @@ import type { Argv } from "yargs";
 import { oneLineText } from "../../shared/errors.ts";
 import { defineCommand } from "../cli.ts";
 import { FINALIZE_UNIT, takeFailureStamp } from "../finalize.ts";
-import { Host, type HostArgs, hostOptions, withLock } from "../sysroot.ts";
-import { writableSysroot } from "./finalize-staged.ts";
+import { Host, type HostArgs, hostOptions, withLock, writableSysroot } from "../sysroot.ts";
 
 export const bootCompleteCommand = defineCommand<HostArgs>({
   command: "boot-complete",

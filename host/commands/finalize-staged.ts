@@ -9,33 +9,11 @@
 // command re-executes itself in a private mount namespace and remounts it
 // read-write there (the live /etc stays read-only: the unit's ReadOnlyPaths).
 
-import { accessSync, constants as fsConstants } from "node:fs";
 import type { Argv } from "yargs";
 
-import * as sys from "../../shared/sys.ts";
 import { defineCommand } from "../cli.ts";
 import { finalizeStaged } from "../finalize.ts";
-import { Host, type HostArgs, hostOptions } from "../sysroot.ts";
-import { reexecInMountNamespace } from "../tools.ts";
-
-/** The physical root is mounted read-only (EROFS on a write test). */
-export function sysrootReadOnly(host: Host): boolean {
-  try {
-    accessSync(host.root, fsConstants.W_OK);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EROFS";
-  }
-}
-
-/** On a booted host with a read-only /sysroot: continue in a private mount namespace with it read-write. Returns an exit status when this process is done. */
-export function writableSysroot(host: Host): number | null {
-  if (host.directory || !sysrootReadOnly(host)) return null;
-  const status = reexecInMountNamespace();
-  if (status !== null) return status;
-  sys.mount(null, host.root, null, sys.MS_REMOUNT | sys.MS_BIND, null);
-  return null;
-}
+import { Host, type HostArgs, hostOptions, writableSysroot } from "../sysroot.ts";
 
 export const finalizeStagedCommand = defineCommand<HostArgs>({
   command: "finalize-staged",

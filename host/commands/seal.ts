@@ -5,25 +5,14 @@
 // no fs-verity) and lists what would change. Exit status 1 when an object is
 // damaged.
 
-import { accessSync, constants as fsConstants } from "node:fs";
 import type { Argv } from "yargs";
 
 import { writeStdout } from "../atomic.ts";
 import { defineCommand } from "../cli.ts";
 import { formatSealReport, seal } from "../seal.ts";
-import { Host, type HostArgs, hostOptions } from "../sysroot.ts";
+import { Host, type HostArgs, hostOptions, sysrootReadOnly } from "../sysroot.ts";
 import { reexecInMountNamespace } from "../tools.ts";
 import * as sys from "../../shared/sys.ts";
-
-/** The physical root is mounted read-only (EROFS on a write test). */
-function sysrootReadOnly(host: Host): boolean {
-  try {
-    accessSync(host.root, fsConstants.W_OK);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EROFS";
-  }
-}
 
 interface Args extends HostArgs {
   "dry-run"?: boolean;

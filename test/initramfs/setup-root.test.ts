@@ -565,9 +565,9 @@ describe.runIf(ok)("bad inputs: refused, nothing left mounted", () => {
     expect(after.filter((b) => b.includes(f.s.dir))).toEqual([]);
   });
 
-  test("usage errors exit 2 with the usage text", () => {
+  test("usage errors exit 1 with the usage text", () => {
     const r = spawnSync(agent[0]!, [...agent.slice(1), "setup-root", "--no-such-option"], { encoding: "utf8" });
-    expect(r.status).toBe(2);
+    expect(r.status).toBe(1);
     expect(r.stderr).toContain('unknown option "--no-such-option"');
     expect(r.stderr).toContain("usage: cfsboot setup-root");
   });
