@@ -285,13 +285,28 @@ function checkImageHeader(head: Uint8Array, size: number, input: string): ImageH
   return { composefsVersion: h.composefsVersion, erofsBlocks: sb.blocks };
 }
 
+/**
+ * Read the image at `pos`. An I/O error is the expected way a corrupted file
+ * with fs-verity fails (the kernel refuses blocks that do not match their
+ * Merkle tree), so it is reported as a refusal naming the image.
+ */
+function readImage(fd: number, buf: Uint8Array, pos: number, path: string): number {
+  try {
+    return readSync(fd, buf, 0, buf.byteLength, pos);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? "error";
+    const why = code === "EIO" ? ": its contents do not match its fs-verity Merkle tree (corrupted image) or the disk failed" : "";
+    throw new CfsError(path, `reading ${buf.byteLength} bytes at offset ${pos} failed (${code})${why}; refusing to mount it`);
+  }
+}
+
 /** fs-verity digest of the whole file in userspace (256 KiB reads). */
-function userspaceDigest(fd: number, alg: HashAlg): string {
+function userspaceDigest(fd: number, alg: HashAlg, path: string): string {
   const h = new FsVerityHasher(alg);
   const buf = new Uint8Array(1 << 18);
   let pos = 0;
   for (;;) {
-    const n = readSync(fd, buf, 0, buf.byteLength, pos);
+    const n = readImage(fd, buf, pos, path);
     if (n === 0) break;
     h.update(buf.subarray(0, n));
     pos += n;
@@ -479,7 +494,7 @@ export function setupRoot(opts: SetupOptions, log: Log): SetupResult {
     if (!st.isFile()) throw new CfsError(imagePath, "not a regular file");
     const size = st.size;
     const head = new Uint8Array(Math.min(4096, Math.max(size, 0)));
-    readSync(imageFd, head, 0, head.byteLength, 0);
+    readImage(imageFd, head, 0, imagePath);
 
     const imageVerity = verityOf(imageFd, imagePath);
     let imageCheck: "kernel" | "userspace";
@@ -499,7 +514,7 @@ export function setupRoot(opts: SetupOptions, log: Log): SetupResult {
       imageCheck = "kernel";
     } else {
       const td = performance.now();
-      const hex = userspaceDigest(imageFd, alg);
+      const hex = userspaceDigest(imageFd, alg, imagePath);
       digestMs = performance.now() - td;
       if (hex !== karg.digest) {
         throw new CfsError(imagePath, `fs-verity digest mismatch: ${token} expects ${karg.digest}, the image's ${alg} digest (computed in userspace) is ${hex}`);

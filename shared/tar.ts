@@ -26,7 +26,7 @@
 // negative numbers, uid ≥ 2^32 truncated, '..' components) this reader fails
 // with a CfsError naming the archive offset.
 //
-// Why not node-tar's Header/Pax classes (installed as `tar`): they decode
+// Why not node-tar's Header/Pax classes: they decode
 // names, link targets and PAX values as UTF-8 strings, which is lossy for
 // non-UTF-8 file names and destroys binary SCHILY.xattr values; they also do
 // not report byte ranges. Both are essential here, so the codecs are written
