@@ -34,6 +34,16 @@ export interface ProgressOptions {
   unit?: "bytes" | string;
 }
 
+/**
+ * Width of a bar that leaves `text` columns for the rest of the line on
+ * this terminal (10–40): lines longer than the terminal are cut off by the
+ * bar library, and the rate and ETA at the end would be lost.
+ */
+export function barSize(text: number): number {
+  const cols = process.stderr.columns || 80;
+  return Math.max(10, Math.min(40, cols - 1 - text));
+}
+
 /** A bar titled `title` on a TTY, with rate and ETA; a no-op elsewhere (or with CFSBOOT_NO_PROGRESS set). */
 export function progressBar(title: string, opts: ProgressOptions = {}): Progress {
   if (!process.stderr.isTTY || process.env.CFSBOOT_NO_PROGRESS) return NONE;
@@ -61,7 +71,9 @@ export function progressBar(title: string, opts: ProgressOptions = {}): Progress
       last = now;
       if (bar === null) {
         start = now;
-        bar = new SingleBar({ format: `${title}: {label} [{bar}] {amount} {rate} ETA {etaText}`, stream: process.stderr, hideCursor: true, clearOnComplete: true });
+        const p0 = payload(label, done, total);
+        const text = `${title}: ${label} [] ${p0.amount} 0000.0 MiB/s ETA 00m00s`.length;
+        bar = new SingleBar({ format: `${title}: {label} [{bar}] {amount} {rate} ETA {etaText}`, stream: process.stderr, hideCursor: true, clearOnComplete: true, barsize: barSize(text) });
         bar.start(Math.max(total, 1), done, payload(label, done, total));
         const b = bar;
         unregister = onInterrupt(() => b.stop()); // Ctrl-C: give the cursor back

@@ -40,6 +40,7 @@ import { createHash } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { MultiBar, Presets } from "cli-progress";
+import { barSize } from "./progress.ts";
 
 import { toHex } from "../shared/bytes.ts";
 import { writeErofs } from "../shared/erofs/writer.ts";
@@ -565,6 +566,8 @@ class PullProgress {
       this.multi = new MultiBar(
         {
           format: " {label} [{bar}] {percentage}% {done}/{size} {rate}/s ETA {eta_formatted}",
+          // room for " <12-hex> done [] 100% 123.4 MiB/123.4 MiB 123.4 MiB/s ETA 1h23m"
+          barsize: barSize(64),
           stream: process.stderr,
           hideCursor: true,
           clearOnComplete: false,

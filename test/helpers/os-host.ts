@@ -13,7 +13,7 @@
 // /etc, /var, kargs.d) and a "kernel" layer (vmlinuz/initramfs), so two
 // versions can share or differ in either.
 
-import { spawnSync } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
@@ -143,6 +143,18 @@ export interface Run {
 export function cfs(args: string[], env: Record<string, string> = {}, timeout = 120_000): Run {
   const r = spawnSync(cfsbootExe, args, { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CFSBOOT_NO_PROGRESS: "1", ...env }, timeout, maxBuffer: 64 << 20 });
   return { status: r.status, stdout: r.stdout?.toString("utf8") ?? "", stderr: r.stderr?.toString("utf8") ?? "" };
+}
+
+/** `cfs` without blocking the event loop (for commands that talk to a server running in this process). */
+export function cfsAsync(args: string[], env: Record<string, string> = {}, timeout = 120_000): Promise<Run> {
+  return new Promise<Run>((res) => {
+    const child = spawn(cfsbootExe, args, { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CFSBOOT_NO_PROGRESS: "1", ...env }, timeout });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("close", (status) => res({ status, stdout, stderr }));
+  });
 }
 
 /** The host options for a host dir, booted from its cmdline file. */

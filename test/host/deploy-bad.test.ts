@@ -15,8 +15,9 @@ import { afterAll, beforeAll, describe, expect, test } from "vitest";
 
 import { cfsbootExe } from "../helpers/env.ts";
 import { buildImage, pushImage } from "../helpers/oci-image.ts";
+import { startCutProxy } from "../helpers/cut-proxy.ts";
 import { startRegistry, type TestRegistry } from "../helpers/registry.ts";
-import { type HostDir, bless, bootEntry, cfs, entryFiles, finalizeByHand, hostArgs, makeHostDir, osImage, type OsImageOptions, registryHome, type Run } from "../helpers/os-host.ts";
+import { type HostDir, bless, bootEntry, cfs, cfsAsync, entryFiles, finalizeByHand, hostArgs, makeHostDir, osImage, type OsImageOptions, registryHome, type Run } from "../helpers/os-host.ts";
 import { ensureExe } from "../helpers/sysroot.ts";
 
 let dir: string;
@@ -284,28 +285,27 @@ describe("staging refusals and failures", () => {
 
   test("the registry goes away in the middle of an upgrade: one-line error, nothing staged, status and fsck fine", async () => {
     const other = await startRegistry({ auth: "none" });
+    // The host reaches the registry through a proxy that cuts every connection
+    // 2 MB into the new image's download (and refuses new ones after).
+    const proxy = await startCutProxy(other.port);
     try {
-      const e2 = { ...env, ...registryHome(join(dir, "home2"), other.certsD) };
+      const certsD = join(dir, "certs-gone");
+      mkdirSync(join(certsD, proxy.host), { recursive: true });
+      writeFileSync(join(certsD, proxy.host, "ca.crt"), readFileSync(other.caFile));
+      const e2 = { ...env, ...registryHome(join(dir, "home2"), certsD) };
       await pushImage(layout, "v1", other, "os", "latest");
       const h = makeHostDir(mkdtempSync(join(dir, "gone-")));
-      works(cfs(["install", "to-filesystem", "--source-imgref", other.ref("os", "latest"), "--composefs-insecure", "--esp", h.esp, h.root], e2));
+      works(await cfsAsync(["install", "to-filesystem", "--source-imgref", `docker://${proxy.host}/os:latest`, "--composefs-insecure", "--esp", h.esp, h.root], e2));
       bootEntry(h, join(h.esp, "loader/entries", entryFiles(join(h.esp, "loader/entries"))[0]!));
       await pushImage(layout, "big", other, "os", "latest");
       const before = entryFiles(join(h.esp, "loader/entries"));
-      const objects = () => readdirSync(join(h.root, "composefs/objects")).reduce((n, d) => n + (/^[0-9a-f]{2}$/.test(d) ? readdirSync(join(h.root, "composefs/objects", d)).length : 1), 0);
-      const base = objects();
-      const child = spawn(cfsbootExe, ["upgrade", ...hostArgs(h)], { env: { PATH: process.env.PATH ?? "/usr/bin:/bin", CFSBOOT_NO_PROGRESS: "1", ...e2 } });
-      let stderr = "";
-      child.stderr.on("data", (d) => (stderr += d));
-      const exit = new Promise<number | null>((res) => child.on("exit", (c) => res(c)));
-      // Stop the registry once the download has started writing objects.
-      for (let i = 0; i < 6000 && objects() <= base; i++) await new Promise((r) => setTimeout(r, 2));
-      await other.stop();
-      const code = await exit;
-      expect(code, stderr).toBe(1);
-      const lines = stderr.trim().split("\n");
+      proxy.arm(2_000_000);
+      const r = await cfsAsync(["upgrade", ...hostArgs(h)], e2);
+      await proxy.cut;
+      expect(r.status, r.stderr).toBe(1);
+      const lines = r.stderr.trim().split("\n");
       expect(lines[lines.length - 1]).toMatch(/^cfsboot: .*(127\.0\.0\.1|connect|ECONNREFUSED|socket|closed|reset|terminated)/i);
-      expect(stderr).not.toMatch(/internal error|^\s+at /m);
+      expect(r.stderr).not.toMatch(/internal error|^\s+at /m);
       nothingStaged(h, before);
       const s = works(cfs(["status", "--format=json", ...hostArgs(h)], e2));
       expect(JSON.parse(s.stdout).status.staged).toBeNull();
@@ -313,6 +313,7 @@ describe("staging refusals and failures", () => {
       // --check without a registry: a clear error too.
       fails(cfs(["upgrade", "--check", ...hostArgs(h)], e2), /127\.0\.0\.1|connect|refused/i);
     } finally {
+      await proxy.close();
       await other.stop();
     }
   }, 120_000);

@@ -120,6 +120,20 @@ describe("create-image", () => {
     again.close();
   });
 
+  test("repo dump of the EROFS image (refs/NAME or its id) lists the directory's entries, contents by object digest", () => {
+    const byRef = cfs(["repo", "--repo", repoPath, "dump", "refs/myimg"]);
+    expect(byRef.status, byRef.stderr).toBe(0);
+    const byId = cfs(["repo", "--repo", repoPath, "dump", id]);
+    expect(byId.stdout).toBe(byRef.stdout);
+    const lines = byRef.stdout.split("\n");
+    expect(lines.find((l) => l.startsWith("/run "))).toMatch(/^\/run 0 40755 /);
+    expect(lines.some((l) => l.startsWith("/run/stale"))).toBe(false);
+    expect(lines.find((l) => l.startsWith("/etc/config "))).toMatch(/ - key=value\\n -$/);
+    const f65 = toHex(fsverityDigest(files.get("usr/share/doc/f65")!, "sha512"));
+    expect(lines.find((l) => l.startsWith("/usr/share/doc/f65 "))).toMatch(new RegExp(` 65 100644 1 0 0 0 \\S+ ${f65.slice(0, 2)}/${f65.slice(2)} - ${f65}$`));
+    expectFailure(cfs(["repo", "--repo", repoPath, "dump", "refs/nosuch"]), /refs\/nosuch: image not found/);
+  });
+
   test("mounted back, the image shows the directory: same files (sha256), links, types; /run emptied", () => {
     if (!canRun(isRoot && hasTool("unshare"), "needs root and unshare(1) for a private mount namespace")) return;
     const mnt = join(dir, "mnt");
