@@ -31,6 +31,27 @@ export function sourceOptions<T>(y: Argv<T>): Argv<T & SourceArgs> {
     .option("quiet", { alias: "q", type: "boolean", describe: "show no progress bars" }) as unknown as Argv<T & SourceArgs>;
 }
 
+/** What both `install to-filesystem` and `install to-disk` take. */
+export interface InstallArgs extends SourceArgs {
+  "source-imgref": string;
+  bootloader: string;
+  karg?: string | string[];
+  "composefs-insecure"?: boolean;
+  "allow-missing-verity"?: boolean;
+  erofs: string;
+}
+
+/** The options of `install to-filesystem` and `install to-disk` that mean the same in both. */
+export function installOptions<T>(y: Argv<T>, bootloaderHelp: string): Argv<T & InstallArgs> {
+  return sourceOptions(y)
+    .option("source-imgref", { type: "string", demandOption: true, describe: "image to install (docker://…, oci:…, oci-archive:…, containers-storage:…)" })
+    .option("bootloader", { type: "string", default: "systemd", describe: bootloaderHelp })
+    .option("karg", { type: "string", array: true, nargs: 1, describe: "an extra kernel argument (repeatable)" })
+    .option("composefs-insecure", { type: "boolean", describe: "do not require fs-verity (karg composefs…=?…)" })
+    .option("allow-missing-verity", { type: "boolean", describe: "same as --composefs-insecure (bootc's name)" })
+    .option("erofs", { type: "string", default: "v1", describe: "EROFS images of the repository: v1 or dual (V1 and V2)" }) as unknown as Argv<T & InstallArgs>;
+}
+
 export function sourceFrom(args: SourceArgs): SourceOptions {
   const o: SourceOptions = {};
   const auth = args.authfile ?? (process.env.REGISTRY_AUTH_FILE ? undefined : (bootcAuthFile() ?? undefined));

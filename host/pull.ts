@@ -41,6 +41,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { MultiBar, Presets } from "cli-progress";
 import { barSize } from "./progress.ts";
+import { phaseTimer } from "./timing.ts";
 
 import { toHex } from "../shared/bytes.ts";
 import { writeErofs } from "../shared/erofs/writer.ts";
@@ -838,36 +839,6 @@ function checkContainerImage(name: string, manifest: ImageManifest): void {
   }
 }
 
-/** CPU time of the calling thread in ms (utime + stime of /proc/thread-self/stat), or NaN. */
-function threadCpuMs(): number {
-  try {
-    const f = readFileSync("/proc/thread-self/stat", "latin1");
-    const fields = f.slice(f.lastIndexOf(")") + 2).split(" ");
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
-  } catch {
-    return NaN;
-  }
-}
-
-/** CFSBOOT_TIMING=1: phase timings on stderr (wall, this thread's CPU, the process's CPU; for profiling). */
-function timer(): (phase: string) => void {
-  if (!process.env.CFSBOOT_TIMING) return () => {};
-  let last = performance.now();
-  let lastThread = threadCpuMs();
-  let lastProc = process.cpuUsage();
-  return (phase) => {
-    const now = performance.now();
-    const thread = threadCpuMs();
-    const proc = process.cpuUsage(lastProc);
-    process.stderr.write(
-      `timing: ${phase} ${(now - last).toFixed(0)} ms (cpu: main thread ${(thread - lastThread).toFixed(0)} ms, process ${((proc.user + proc.system) / 1000).toFixed(0)} ms)\n`,
-    );
-    last = now;
-    lastThread = thread;
-    lastProc = process.cpuUsage();
-  };
-}
-
 /** The source a pull reads: unified storage for registry images when asked, else the reference's own. */
 async function openPullSource(repo: Repository, imgref: string, opts: PullOptions): Promise<ImageSource> {
   if (opts.unifiedStorage && parseImageRef(imgref).transport === "registry") {
@@ -880,7 +851,7 @@ async function openPullSource(repo: Repository, imgref: string, opts: PullOption
 /** Pull an image into the repository (see the module comment for the order of effects). */
 export async function pullImage(repo: Repository, imgref: string, opts: PullOptions = {}): Promise<PullResult> {
   repo.requireWritable();
-  const tick = timer();
+  const tick = phaseTimer();
   const tag = opts.tag ?? imgref;
   const source = await openPullSource(repo, imgref, opts);
   tick("open source");

@@ -7,6 +7,7 @@
 
 import { readdirSync, readFileSync } from "node:fs";
 
+/** CPU time of the calling thread in ms (utime + stime of /proc/thread-self/stat), or NaN. */
 function threadCpuMs(): number {
   try {
     const f = readFileSync("/proc/thread-self/stat", "latin1");

@@ -15,18 +15,12 @@ import { CfsError } from "../../../shared/errors.ts";
 import { defineCommand } from "../../cli.ts";
 import { normalizeImgref } from "../../deploy.ts";
 import { espUuidOf } from "../../disk.ts";
-import { type SourceArgs, outLine, sourceFrom, sourceOptions } from "../../hostcli.ts";
+import { type InstallArgs, installOptions, outLine, sourceFrom } from "../../hostcli.ts";
 import { type DiskMethod, installToDisk } from "../../install-disk.ts";
 import { reexecInMountNamespace } from "../../tools.ts";
 
-interface Args extends SourceArgs {
+interface Args extends InstallArgs {
   device: string;
-  "source-imgref": string;
-  bootloader: string;
-  karg?: string | string[];
-  "composefs-insecure"?: boolean;
-  "allow-missing-verity"?: boolean;
-  erofs: string;
   size?: string;
   "esp-size"?: string;
   wipe: boolean;
@@ -53,15 +47,9 @@ export const toDiskCommand = defineCommand<Args>({
   command: "to-disk <device>",
   describe: "install an image to a whole disk or a raw disk image file (GPT, ESP, ext4 root)",
   builder: (y: Argv) =>
-    sourceOptions(
+    installOptions(
       y
         .positional("device", { type: "string", describe: "block device or image file" })
-        .option("source-imgref", { type: "string", demandOption: true, describe: "image to install (docker://…, oci:…, oci-archive:…, containers-storage:…)" })
-        .option("bootloader", { type: "string", default: "systemd", describe: "systemd (the only one to-disk installs)" })
-        .option("karg", { type: "string", array: true, nargs: 1, describe: "an extra kernel argument (repeatable)" })
-        .option("composefs-insecure", { type: "boolean", describe: "do not require fs-verity (karg composefs…=?…)" })
-        .option("allow-missing-verity", { type: "boolean", describe: "same as --composefs-insecure (bootc's name)" })
-        .option("erofs", { type: "string", default: "v1", describe: "EROFS images of the repository: v1 or dual (V1 and V2)" })
         .option("size", { type: "string", describe: "size of a new image file (default: ESP + room for the installed tree)" })
         .option("esp-size", { type: "string", default: "512M", describe: "size of the EFI system partition" })
         .option("wipe", { type: "boolean", default: false, describe: "erase a device, or replace an existing image file" })
@@ -71,6 +59,7 @@ export const toDiskCommand = defineCommand<Args>({
         .option("root-partuuid", { type: "string", describe: "root partition UUID (default random)" })
         .option("root-fs-uuid", { type: "string", describe: "ext4 UUID, used in root=UUID=… (default random)" })
         .option("esp-volume-id", { type: "string", describe: "FAT volume id, 8 hex digits (default random)" }),
+      "systemd (the only one to-disk installs)",
     ) as unknown as Argv<Args>,
   handler: async (args) => {
     if (args.erofs !== "v1" && args.erofs !== "dual") throw new CfsError("--erofs", `unknown value "${args.erofs}" (expected v1 or dual)`);

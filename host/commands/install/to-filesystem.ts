@@ -12,17 +12,11 @@ import type { Argv } from "yargs";
 import { CfsError } from "../../../shared/errors.ts";
 import { defineCommand } from "../../cli.ts";
 import { normalizeImgref } from "../../deploy.ts";
-import { type SourceArgs, outLine, sourceFrom, sourceOptions } from "../../hostcli.ts";
+import { type InstallArgs, installOptions, outLine, sourceFrom } from "../../hostcli.ts";
 import { installToFilesystem } from "../../install.ts";
 
-interface Args extends SourceArgs {
+interface Args extends InstallArgs {
   target: string;
-  "source-imgref": string;
-  bootloader: string;
-  karg?: string | string[];
-  "composefs-insecure"?: boolean;
-  "allow-missing-verity"?: boolean;
-  erofs: string;
   esp?: string;
   "boot-dir"?: string;
   "root-mount-spec"?: string;
@@ -34,20 +28,15 @@ export const toFilesystemCommand = defineCommand<Args>({
   command: "to-filesystem <target>",
   describe: "install an image into an existing root filesystem (or a directory)",
   builder: (y: Argv) =>
-    sourceOptions(
+    installOptions(
       y
         .positional("target", { type: "string", describe: "the physical root to install to" })
-        .option("source-imgref", { type: "string", demandOption: true, describe: "image to install (docker://…, oci:…, oci-archive:…, containers-storage:…)" })
-        .option("bootloader", { type: "string", default: "systemd", describe: "systemd (systemd-boot on the ESP), grub (entries in the boot directory) or none" })
-        .option("karg", { type: "string", array: true, nargs: 1, describe: "an extra kernel argument (repeatable)" })
-        .option("composefs-insecure", { type: "boolean", describe: "do not require fs-verity (karg composefs…=?…)" })
-        .option("allow-missing-verity", { type: "boolean", describe: "same as --composefs-insecure (bootc's name)" })
-        .option("erofs", { type: "string", default: "v1", describe: "EROFS images of the repository: v1 or dual (V1 and V2)" })
         .option("esp", { type: "string", describe: "the EFI system partition directory (default TARGET/boot/efi)" })
         .option("boot-dir", { type: "string", describe: "boot directory for GRUB (default TARGET/boot)" })
         .option("root-mount-spec", { type: "string", describe: 'root= value (default: UUID of TARGET when it is a mount; "" for none)' })
         .option("sysroot", { type: "string", describe: "the same as TARGET (accepted as every host command takes it; must not differ)" })
         .option("booted-cmdline", { type: "string", describe: "accepted as every host command takes it (unused: nothing is booted yet)" }),
+      "systemd (systemd-boot on the ESP), grub (entries in the boot directory) or none",
     ) as unknown as Argv<Args>,
   handler: async (args) => {
     if (args.sysroot !== undefined && resolve(args.sysroot) !== resolve(String(args.target))) {
