@@ -121,8 +121,9 @@ describe.skipIf(!ready)("sealed BLS deployments: boot, upgrade, rollback, boot-c
     }
   });
 
-  afterAll(() => {
+  afterAll(async () => {
     if (fx) printTimings("sealed BLS chain (scenarios 1, 3, 4, 6)", [...fx.timings], Object.values(runs));
+    await fx?.reg.stop(); // its storage holds every pushed image (~0.4 GB)
   });
 
   const need = (name: string): CfsReportT => {

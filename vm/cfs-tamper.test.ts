@@ -69,8 +69,9 @@ describe.skipIf(!ready)("scenario 5: a tampered EROFS image on a sealed disk", (
     }
   });
 
-  afterAll(() => {
+  afterAll(async () => {
     if (fx) printTimings("tamper (scenario 5)", fx.timings, Object.values(runs));
+    await fx?.reg.stop(); // its storage holds every pushed image (~0.4 GB)
   });
 
   const log = (r: VmRun | undefined) => (r ? r.lines.map((l) => l.line).join("\n") : "");

@@ -53,8 +53,9 @@ describe.skipIf(!ready)("scenario 2: sealed UKIs (container ukify --format=1 and
     }
   });
 
-  afterAll(() => {
+  afterAll(async () => {
     if (fx) printTimings("sealed UKIs (scenario 2)", fx.timings, Object.values(runs));
+    await fx?.reg.stop(); // its storage holds every pushed image (~0.4 GB)
   });
 
   const need = (kind: string): CfsReportT => {
