@@ -178,7 +178,7 @@ export class ObjectFiles {
   readonly secure: boolean;
   readonly gate: VerityGate;
   readonly namedTemporaries: boolean;
-  /** objects/ and the objects/XX directories known to exist. */
+  /** Repository-relative directories known to exist (objects/, objects/XX, refs parents). */
   private readonly made = new Set<string>();
 
   constructor(opts: ObjectFilesOptions) {
@@ -200,7 +200,8 @@ export class ObjectFiles {
     return `${this.path}/${this.relPath(digest)}`;
   }
 
-  private mkdirp(rel: string): void {
+  /** Create a repository-relative directory (and its parents) once per handle. */
+  mkdirp(rel: string): void {
     if (this.made.has(rel)) return;
     try {
       mkdirSync(`${this.path}/${rel}`, { recursive: true, mode: 0o755 });

@@ -300,7 +300,6 @@ export class Repository {
   readonly files: ObjectFiles;
   /** importFile: copy methods that worked so far. */
   private readonly copyMethods: CopyMethods = { reflink: true, range: true };
-  private readonly made = new Set<string>();
 
   private constructor(path: string, dirfd: number, meta: RepoMeta, metaHasVerity: boolean, opts: OpenOptions, writable: boolean) {
     this.path = path;
@@ -582,16 +581,6 @@ export class Repository {
     return this.parseHexDigest(m[1]! + m[2]!);
   }
 
-  private mkdirp(rel: string): void {
-    if (this.made.has(rel)) return;
-    try {
-      mkdirSync(`${this.path}/${rel}`, { recursive: true, mode: 0o755 });
-    } catch (e) {
-      throw sys.fromNodeError(`${this.path}/${rel}`, "mkdir", e);
-    }
-    this.made.add(rel);
-  }
-
   // ---- objects ----------------------------------------------------------------------
 
   /** Whether the object exists (one stat). */
@@ -752,7 +741,7 @@ export class Repository {
     this.requireWritable();
     const text = linkText(link, target);
     const parent = link.split("/").slice(0, -1).join("/");
-    if (parent !== "") this.mkdirp(parent);
+    if (parent !== "") this.files.mkdirp(parent);
     const abs = `${this.path}/${link}`;
     try {
       symlinkSync(text, abs);
