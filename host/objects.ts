@@ -23,7 +23,7 @@
 // gate knows the filesystem has no fs-verity.
 
 import { randomInt } from "node:crypto";
-import { lstatSync, mkdirSync, renameSync, unlinkSync, writeSync } from "node:fs";
+import { fstatSync, lstatSync, mkdirSync, readSync, renameSync, unlinkSync, writeSync } from "node:fs";
 
 import { bytesEqual, toHex } from "../shared/bytes.ts";
 import { CfsError } from "../shared/errors.ts";
@@ -64,6 +64,54 @@ export function writeAllFd(fd: number, data: Uint8Array, name: string): void {
       throw sys.fromNodeError(name, "write", e);
     }
   }
+}
+
+/** Which kernel copy methods still look worth trying (they fail per filesystem, not per file: a failed one is not tried again). */
+export interface CopyMethods {
+  reflink: boolean;
+  range: boolean;
+}
+
+/**
+ * Copy `size` bytes of `src` into `dst`: reflink, else copy_file_range, else
+ * read/write. Returns the bytes copied (fewer when the source shrank; after a
+ * reflink, the new file's size). `name` names the source in errors.
+ */
+export function copyFileData(src: number, dst: number, size: number, name: string, m: CopyMethods): number {
+  if (m.reflink) {
+    try {
+      sys.ficlone(dst, src);
+      return fstatSync(dst).size;
+    } catch (e) {
+      if (!(e instanceof sys.SysError)) throw e;
+      m.reflink = false;
+    }
+  }
+  let copied = 0;
+  let buf: Uint8Array | null = null;
+  while (copied < size) {
+    let n = 0;
+    if (m.range) {
+      try {
+        n = sys.copyFileRange(src, dst, Math.min(size - copied, 1 << 30), name);
+      } catch (e) {
+        if (!sys.isErrno(e, "EXDEV", "EINVAL", "EOPNOTSUPP", "ENOSYS")) throw e;
+        m.range = false;
+        continue;
+      }
+    } else {
+      buf ??= new Uint8Array(Math.min(size - copied, 1 << 20));
+      try {
+        n = readSync(src, buf, 0, Math.min(buf.byteLength, size - copied), copied);
+      } catch (e) {
+        throw sys.fromNodeError(name, "read", e);
+      }
+      writeAllFd(dst, buf.subarray(0, n), name);
+    }
+    if (n === 0) break;
+    copied += n;
+  }
+  return copied;
 }
 
 // ---- the verity gate ---------------------------------------------------------------------

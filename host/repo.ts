@@ -76,7 +76,7 @@ import { type SplitStreamInfo, CONTENT_TYPE, externalBlobRef, parseSplitStream, 
 import * as sys from "../shared/sys.ts";
 import type { Dir } from "../shared/tree.ts";
 import { SPLIT_MIN, sharedDigestPool, digestFdSync } from "./digest.ts";
-import { ObjectFiles, VerityGate, TMP_OBJECT_PREFIX, tmpName, writeAllFd, type ObjectResult } from "./objects.ts";
+import { type CopyMethods, ObjectFiles, VerityGate, TMP_OBJECT_PREFIX, copyFileData, tmpName, writeAllFd, type ObjectResult } from "./objects.ts";
 export { ObjectFiles, VerityGate, TMP_OBJECT_PREFIX, tmpName, type ObjectResult } from "./objects.ts";
 import type { FsckReport } from "./repo-fsck.ts";
 import type { GcOptions, GcReport } from "./repo-gc.ts";
@@ -707,7 +707,7 @@ export class Repository {
       const st = fstatSync(src);
       if (!st.isFile()) throw new CfsError(path, "not a regular file");
       const size = opts.size === undefined ? st.size : Number(opts.size);
-      const copied = copyInto(src, w.fd, size, path, this.copyMethods);
+      const copied = copyFileData(src, w.fd, size, path, this.copyMethods);
       if (copied !== size || fstatSync(src).size !== size) {
         throw new CfsError(path, `changed while being imported (${copied} of ${size} bytes)`);
       }
@@ -1147,48 +1147,6 @@ export function readFd(fd: number, name: string): Uint8Array {
     off += n;
   }
   return buf;
-}
-
-/** Which copy methods still seem to work (a failed one is not tried again: no exception per file). */
-interface CopyMethods {
-  reflink: boolean;
-  range: boolean;
-}
-
-/** Copy `size` bytes: reflink, else copy_file_range, else read/write. Returns the bytes copied. */
-function copyInto(src: number, dst: number, size: number, name: string, m: CopyMethods): number {
-  if (m.reflink) {
-    try {
-      sys.ficlone(dst, src);
-      return fstatSync(dst).size;
-    } catch (e) {
-      if (!(e instanceof sys.SysError)) throw e;
-      m.reflink = false;
-    }
-  }
-  let copied = 0;
-  let useRange = m.range;
-  let buf: Uint8Array | null = null;
-  while (copied < size) {
-    let n = 0;
-    if (useRange) {
-      try {
-        n = sys.copyFileRange(src, dst, Math.min(size - copied, 1 << 30), name);
-      } catch (e) {
-        if (!sys.isErrno(e, "EXDEV", "EINVAL", "EOPNOTSUPP", "ENOSYS")) throw e;
-        useRange = false;
-        m.range = false;
-        continue;
-      }
-    } else {
-      buf ??= new Uint8Array(Math.min(size - copied, 1 << 20));
-      n = readSync(src, buf, 0, Math.min(buf.byteLength, size - copied), copied);
-      writeAllFd(dst, buf.subarray(0, n), name);
-    }
-    if (n === 0) break;
-    copied += n;
-  }
-  return copied;
 }
 
 /** Object name lengths in objects/XX: 62 hex → sha256, 126 → sha512. */

@@ -28,6 +28,7 @@ import type { HashAlg } from "../shared/fsverity.ts";
 import * as sys from "../shared/sys.ts";
 import { type Dir, type Leaf, type LeafContent, type Regular, type Stat, objectPath } from "../shared/tree.ts";
 import { type DigestPool, digestFdSync, fsError } from "./digest.ts";
+import { type CopyMethods, copyFileData } from "./objects.ts";
 
 /** Files of at most this many bytes are stored in the image (C: LCFS_RECOMMENDED_INLINE_CONTENT_MAX). */
 export const INLINE_MAX = 64;
@@ -444,51 +445,6 @@ export interface StoreResult {
  */
 const GC_EVERY = 4096;
 
-/** Which kernel copy methods still look worth trying (they fail per filesystem, not per file). */
-interface CopyMethods {
-  reflink: boolean;
-  range: boolean;
-}
-
-/** Copy `size` bytes of `srcfd` into `dstfd` (reflink, then copy_file_range, then read/write). */
-function copyData(srcfd: number, dstfd: number, size: number, srcPath: BStr, m: CopyMethods): number {
-  if (m.reflink) {
-    try {
-      sys.ficlone(dstfd, srcfd);
-      return size;
-    } catch (e) {
-      if (!(e instanceof sys.SysError)) throw e;
-      m.reflink = false;
-    }
-  }
-  let copied = 0;
-  let buf: Uint8Array | null = null;
-  while (copied < size) {
-    let n = 0;
-    if (m.range) {
-      try {
-        n = sys.copyFileRange(srcfd, dstfd, Math.min(size - copied, 1 << 30), displayBstr(srcPath));
-      } catch (e) {
-        if (!sys.isErrno(e, "EXDEV", "EINVAL", "EOPNOTSUPP", "ENOSYS")) throw e;
-        m.range = false;
-        continue;
-      }
-    } else {
-      buf ??= new Uint8Array(Math.min(size - copied, 1 << 20));
-      try {
-        n = readSync(srcfd, buf, 0, Math.min(buf.byteLength, size - copied), copied);
-      } catch (e) {
-        throw nodeError(srcPath, "read", e);
-      }
-      let w = 0;
-      while (w < n) w += writeSync(dstfd, buf, w, n - w, copied + w);
-    }
-    if (n === 0) break;
-    copied += n;
-  }
-  return copied;
-}
-
 /**
  * Copy every external file of `scan` into the flat store `storeDir`
  * (`XX/<rest>`), skipping objects already present. Each object appears
@@ -596,7 +552,7 @@ function writeObject(
     }
     // Readable by everyone whatever the umask (as C mkcomposefs does).
     fchmodSync(wfd, 0o644);
-    const copied = copyData(srcfd, wfd, f.size, f.path, methods);
+    const copied = copyFileData(srcfd, wfd, f.size, displayBstr(f.path), methods);
     if (copied !== f.size) throw new CfsError(displayBstr(f.path), `changed while being copied (${copied} of ${f.size} bytes)`);
     let linkFd = wfd;
     if (tryVerity) {
@@ -665,7 +621,7 @@ function writeObjectNamed(
   try {
     tmpfd = sys.openat(dirfd, tmpName, sys.O_RDWR | sys.O_CREAT | sys.O_EXCL, 0o644);
     fchmodSync(tmpfd, 0o644);
-    const copied = copyData(srcfd, tmpfd, f.size, f.path, methods);
+    const copied = copyFileData(srcfd, tmpfd, f.size, displayBstr(f.path), methods);
     if (copied !== f.size) throw new CfsError(displayBstr(f.path), `changed while being copied (${copied} of ${f.size} bytes)`);
     sys.close(tmpfd);
     tmpfd = -1;
