@@ -113,4 +113,25 @@ describe.skipIf(!ready)("trixie guest: OVMF → systemd-boot → BLS Type 1 → 
     // the guest's uptime at report time is below the host's wall clock at that point
     expect(report.uptime).toBeLessThan(p.reportDone ?? 0);
   });
+
+  it("a kernel crash before /init is booted once more from the disk and VARS as they were before it", async () => {
+    // rdinit and root name nothing: the kernel panics after systemd-boot has
+    // counted the entry's try down, before any userspace ran
+    const dir = newRunDir("smoke-trixie-early-fault");
+    const initrd = await ensureInitrd(rootfs, {});
+    const crash = buildGuestDisk({
+      rootfs, initrd, path: join(dir, "disk.img"),
+      entry: { id: "cfs-crash", tries: 3 },
+      kargs: ["rdinit=/nonexistent", "root=/dev/nonexistent"],
+      report: false,
+    });
+    const r = await runVm({ name: "crash", runDir: dir, disk: crash, timeoutMs: 180_000 });
+    expect(r.retriedAfter).toMatch(/Kernel panic - not syncing/);
+    expect(r.phases.initrd).toBeUndefined();
+    // both attempts' consoles are kept
+    expect(readFileSync(join(dir, "crash.fault.console.log"), "latin1")).toMatch(/Kernel panic - not syncing/);
+    expect(readFileSync(join(dir, "crash.console.log"), "latin1")).toMatch(/Kernel panic - not syncing/);
+    // one try counted, not two: the second attempt started from the saved disk
+    expect(espList(crash, "/loader/entries")).toEqual(["cfs-crash+2-1.conf"]);
+  });
 });

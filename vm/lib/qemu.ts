@@ -8,8 +8,8 @@
 // `-no-reboot` (a guest reboot ends qemu, so one qemu run is one boot), a hard
 // timeout, optional 9p share, SMBIOS type 11 credentials and direct kernel boot.
 
-import { spawn } from "node:child_process";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type GuestReport, ReportError, parseReport } from "./report.ts";
 import { appendLog, cacheDir, note } from "./util.ts";
@@ -46,6 +46,14 @@ export interface QemuOptions {
   failFast?: RegExp[];
   /** Kill qemu when it has not exited this long after the report was written (default 90 s). */
   afterReportMs?: number;
+  /**
+   * Boot again, once, from the disk and EFI variables as they were before,
+   * when the guest kernel crashed before it ran /init (default true). Such a
+   * crash happens before any code of ours runs: it is the emulator (TCG's
+   * cross-CPU code patching races with the kernel's text_poke, seen as
+   * `Oops: int3` in `sched_clock_cpu` about once in 150 boots).
+   */
+  retryEarlyKernelFault?: boolean;
 }
 
 /** Console lines after which the boot cannot succeed: fail in seconds instead of at the timeout. */
@@ -99,6 +107,8 @@ export interface VmRun {
   channel: string;
   phases: Phases;
   vars?: string;
+  /** Set when this is the second attempt: the early kernel fault the first one ended in. */
+  retriedAfter?: string;
 }
 
 const PHASES: Array<[keyof Phases, RegExp]> = [
@@ -184,9 +194,60 @@ export function qemuArgs(o: QemuOptions, vars: string | undefined, reportLog: st
   return a;
 }
 
-/** Boot once. Resolves when qemu has exited (or was killed at the timeout / on a fatal console line). */
+/**
+ * The kernel's own crash report when it came before /init ran (no userspace,
+ * so nothing of the guest's state changed but what the firmware and boot
+ * loader wrote), else undefined.
+ */
+export function earlyKernelFault(r: VmRun): string | undefined {
+  if (r.phases.initrd !== undefined) return undefined;
+  const hit = r.lines.find((l) => /Oops: |Kernel panic - not syncing|BUG: |general protection fault/.test(l.line));
+  return hit?.line.trim();
+}
+
+/**
+ * Boot once. Resolves when qemu has exited (or was killed at the timeout / on
+ * a fatal console line). An emulator fault before /init (earlyKernelFault) is
+ * retried once from a copy of the disk and VARS taken before the boot: the
+ * boot loader may have counted a try down, and the retry must see what the
+ * first attempt saw.
+ */
 export async function runVm(o: QemuOptions): Promise<VmRun> {
   mkdirSync(o.runDir, { recursive: true });
+  if (o.retryEarlyKernelFault === false) return bootOnce(o);
+  const vars = (o.firmware ?? "uefi") === "uefi" ? (o.vars ?? join(o.runDir, "vars.fd")) : undefined;
+  if (vars && !existsSync(vars)) copyFileSync(OVMF_VARS_TEMPLATE, vars);
+  const saved: Array<[string, string]> = [];
+  for (const f of [o.disk?.path, vars]) {
+    if (!f || !existsSync(f)) continue;
+    const copy = join(o.runDir, `.${o.name}.before.${saved.length}`);
+    sparseCopy(f, copy);
+    saved.push([f, copy]);
+  }
+  try {
+    const first = await bootOnce(o);
+    const fault = earlyKernelFault(first);
+    if (fault === undefined) return first;
+    for (const ext of ["console.log", "timed.log", "report.log", "timings.json"]) {
+      const f = join(o.runDir, `${o.name}.${ext}`);
+      if (existsSync(f)) renameSync(f, join(o.runDir, `${o.name}.fault.${ext}`));
+    }
+    for (const [f, copy] of saved) sparseCopy(copy, f);
+    note(`${o.name}: the guest kernel crashed before /init (${fault.slice(0, 120)}); booting again from the state before it`);
+    const second = await bootOnce(o);
+    second.retriedAfter = fault;
+    return second;
+  } finally {
+    for (const [, copy] of saved) rmSync(copy, { force: true });
+  }
+}
+
+function sparseCopy(from: string, to: string): void {
+  const r = spawnSync("cp", ["--sparse=always", "--reflink=auto", from, to], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`cp ${from} ${to}: ${(r.stderr || "").trim() || `exit ${r.status}`}`);
+}
+
+async function bootOnce(o: QemuOptions): Promise<VmRun> {
   const consoleLog = join(o.runDir, `${o.name}.console.log`);
   const timedLog = join(o.runDir, `${o.name}.timed.log`);
   const reportLog = join(o.runDir, `${o.name}.report.log`);
@@ -289,7 +350,7 @@ export function describeRun(r: VmRun): string {
   const p = r.phases;
   const f = (x?: number) => (x === undefined ? "-" : x.toFixed(1));
   return [
-    `${r.ended}${r.killedFor ? ` (killed: ${r.killedFor})` : ""}`,
+    `${r.ended}${r.killedFor ? ` (killed: ${r.killedFor})` : ""}${r.retriedAfter ? " (second attempt: the first crashed in the kernel before /init)" : ""}`,
     `wall ${r.wallSeconds.toFixed(1)} s${r.cpuSeconds !== undefined ? `, cpu ${r.cpuSeconds.toFixed(1)} s` : ""}`,
     `kernel ${f(p.kernel)} init ${f(p.initrd)} switch-root ${f(p.switchRoot)} multi-user ${f(p.multiUser)} report ${f(p.reportDone)} shutdown ${f(p.shutdown)}`,
     `load ${r.load.start.toFixed(1)}/${r.load.end.toFixed(1)}`,
