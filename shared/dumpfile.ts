@@ -76,7 +76,7 @@ import type { BStr } from "./bytes.ts";
 import { bstr, displayBstr, toHex } from "./bytes.ts";
 import { CfsError } from "./errors.ts";
 import type { Dir, Leaf, LeafContent, Node, Regular } from "./tree.ts";
-import { countLinks, fullMode, S_IFMT, typeFromMode } from "./tree.ts";
+import { countLinks, fullMode, S_IFMT, typeFromMode, walk } from "./tree.ts";
 
 // ---- limits ------------------------------------------------------------------------
 
@@ -488,44 +488,18 @@ export function writeDumpfileChunks(root: Dir): Uint8Array[] {
 
 function writeDumpfileTo(root: Dir): Sink {
   const links = countLinks(root);
-  const firstPath = new Map<Leaf, BStr>();
   const sink = new Sink(1 << 20);
-  // Depth-first, children in byte order, directory line before its children.
-  const stack: { dir: Dir; prefix: BStr; names: BStr[]; i: number }[] = [];
-  const enter = (dir: Dir, path: BStr): void => {
-    let nlink = 2;
-    for (const child of dir.entries.values()) if (child.kind === "dir") nlink++;
-    emitLine(sink, nodeDumpFields(dir, path, nlink));
-    sink.byte(C_NL);
-    const names = Array.from(dir.entries.keys());
-    names.sort();
-    stack.push({ dir, prefix: path === "/" ? "/" : path + "/", names, i: 0 });
-  };
-  enter(root, "/");
-  while (stack.length > 0) {
-    const top = stack[stack.length - 1]!;
-    if (top.i >= top.names.length) {
-      stack.pop();
-      continue;
-    }
-    const name = top.names[top.i++]!;
-    const node = top.dir.entries.get(name)!;
-    const path = top.prefix + name;
+  // walk: depth-first, children in byte order, directory line before its children
+  for (const { path, node, firstPath } of walk(root)) {
     if (node.kind === "dir") {
-      enter(node, path);
-      continue;
+      let nlink = 2;
+      for (const child of node.entries.values()) if (child.kind === "dir") nlink++;
+      emitLine(sink, nodeDumpFields(node, path, nlink));
+    } else if (firstPath !== path) {
+      emitRustHardlink(sink, path, firstPath);
+    } else {
+      emitLine(sink, nodeDumpFields(node, path, node.nlink ?? links.get(node) ?? 1));
     }
-    const refs = links.get(node) ?? 1;
-    if (refs > 1) {
-      const first = firstPath.get(node);
-      if (first !== undefined) {
-        emitRustHardlink(sink, path, first);
-        sink.byte(C_NL);
-        continue;
-      }
-      firstPath.set(node, path);
-    }
-    emitLine(sink, nodeDumpFields(node, path, node.nlink ?? refs));
     sink.byte(C_NL);
   }
   return sink;

@@ -22,7 +22,7 @@ import type { BStr } from "../bytes.ts";
 import { displayBstr } from "../bytes.ts";
 import { CfsError } from "../errors.ts";
 import type { Dir, Leaf, Node, Regular, Stat } from "../tree.ts";
-import { objectPath, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK } from "../tree.ts";
+import { objectPath, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG, S_IFSOCK, walk } from "../tree.ts";
 import {
   BLOCK_SIZE,
   CHUNK_FORMAT_BLKBITS_MASK,
@@ -679,23 +679,11 @@ class Collector {
   canonicalOccurrences(root: Dir): Map<Leaf, { dir: Dir; name: BStr }> {
     const out = new Map<Leaf, { dir: Dir; name: BStr }>();
     const firsts = new Map<Leaf, { dir: Dir; name: BStr }>();
-    const stack: { dir: Dir; prefix: BStr; names: BStr[]; i: number }[] = [
-      { dir: root, prefix: "/", names: sortedKeys(root.entries), i: 0 },
-    ];
-    while (stack.length > 0) {
-      const top = stack[stack.length - 1]!;
-      if (top.i >= top.names.length) {
-        stack.pop();
-        continue;
-      }
-      const name = top.names[top.i++]!;
-      const child = top.dir.entries.get(name)!;
-      if (child.kind === "dir") {
-        if (child.entries.size > 0) stack.push({ dir: child, prefix: top.prefix + name + "/", names: sortedKeys(child.entries), i: 0 });
-      } else if (this.hardlinks.has(child)) {
-        if (!firsts.has(child)) firsts.set(child, { dir: top.dir, name });
-        if (child.primaryPath !== undefined && child.primaryPath === top.prefix + name) out.set(child, { dir: top.dir, name });
-      }
+    for (const { path, node, parent, name } of walk(root)) {
+      if (node.kind === "dir" || !this.hardlinks.has(node)) continue;
+      const at = { dir: parent!, name };
+      if (!firsts.has(node)) firsts.set(node, at);
+      if (node.primaryPath !== undefined && node.primaryPath === path) out.set(node, at);
     }
     for (const [leaf, at] of firsts) if (!out.has(leaf)) out.set(leaf, at);
     return out;
