@@ -10,9 +10,7 @@ import type { Argv } from "yargs";
 import { writeStdout } from "../atomic.ts";
 import { defineCommand } from "../cli.ts";
 import { formatSealReport, seal } from "../seal.ts";
-import { Host, type HostArgs, hostOptions, sysrootReadOnly } from "../sysroot.ts";
-import { reexecInMountNamespace } from "../tools.ts";
-import * as sys from "../../shared/sys.ts";
+import { Host, type HostArgs, hostOptions, writableSysroot } from "../sysroot.ts";
 
 interface Args extends HostArgs {
   "dry-run"?: boolean;
@@ -24,13 +22,10 @@ export const sealCommand = defineCommand<Args>({
   builder: (y: Argv) => hostOptions(y).option("dry-run", { alias: "n", type: "boolean", describe: "check every object and show what would change" }) as unknown as Argv<Args>,
   handler: async (args) => {
     const host = new Host(args);
-    if (!args["dry-run"] && sysrootReadOnly(host)) {
-      // A booted host sees its physical root read-only at /sysroot: write
-      // through a read-write remount of it in a private mount namespace.
-      const status = reexecInMountNamespace();
-      if (status !== null) return status;
-      sys.mount(null, host.root, null, sys.MS_REMOUNT | sys.MS_BIND, null);
-    }
+    // A booted host sees its physical root read-only at /sysroot: write
+    // through a read-write remount of it in a private mount namespace.
+    const ns = args["dry-run"] ? null : writableSysroot(host);
+    if (ns !== null) return ns;
     const r = await seal(host, { dryRun: args["dry-run"] ?? false });
     for (const p of r.problems) process.stderr.write(`cfsboot: warning: ${p}\n`);
     writeStdout(formatSealReport(r));
