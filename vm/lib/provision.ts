@@ -41,7 +41,7 @@ import { describeRun, expectReport, runVm, type VmRun } from "./qemu.ts";
 import { injectedReportCredentials } from "./report.ts";
 import type { Rootfs } from "./rootfs.ts";
 import { startConnectProxy } from "./proxy.ts";
-import { elapsed, note, rmrf, run, runLong, sha256, writeAtomic } from "./util.ts";
+import { copySparse, elapsed, note, rmrf, run, runLong, sha256, writeAtomic } from "./util.ts";
 
 export const PROVISION_RECIPE_VERSION = 2;
 
@@ -220,13 +220,6 @@ function pruneDisks(keep: Set<string>): void {
       rmrf(`${p}.json`);
     }
   }
-}
-
-/** Copy a (sparse) disk image keeping it sparse. */
-export function copySparse(src: string, dest: string): void {
-  mkdirSync(join(dest, ".."), { recursive: true });
-  rmrf(dest);
-  run(["cp", "--sparse=always", src, dest]);
 }
 
 /** A per-scenario copy of a sealed disk, as a Disk (same ids). */

@@ -8,11 +8,11 @@
 // `-no-reboot` (a guest reboot ends qemu, so one qemu run is one boot), a hard
 // timeout, optional 9p share, SMBIOS type 11 credentials and direct kernel boot.
 
-import { spawn, spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type GuestReport, ReportError, parseReport } from "./report.ts";
-import { appendLog, cacheDir, note } from "./util.ts";
+import { appendLog, cacheDir, copySparse, note } from "./util.ts";
 
 export const OVMF_CODE = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 export const OVMF_VARS_TEMPLATE = "/usr/share/OVMF/OVMF_VARS_4M.fd";
@@ -221,7 +221,7 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
   for (const f of [o.disk?.path, vars]) {
     if (!f || !existsSync(f)) continue;
     const copy = join(o.runDir, `.${o.name}.before.${saved.length}`);
-    sparseCopy(f, copy);
+    copySparse(f, copy);
     saved.push([f, copy]);
   }
   try {
@@ -232,7 +232,7 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
       const f = join(o.runDir, `${o.name}.${ext}`);
       if (existsSync(f)) renameSync(f, join(o.runDir, `${o.name}.fault.${ext}`));
     }
-    for (const [f, copy] of saved) sparseCopy(copy, f);
+    for (const [f, copy] of saved) copySparse(copy, f);
     note(`${o.name}: the guest kernel crashed before /init (${fault.slice(0, 120)}); booting again from the state before it`);
     const second = await bootOnce(o);
     second.retriedAfter = fault;
@@ -240,11 +240,6 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
   } finally {
     for (const [, copy] of saved) rmSync(copy, { force: true });
   }
-}
-
-function sparseCopy(from: string, to: string): void {
-  const r = spawnSync("cp", ["--sparse=always", "--reflink=auto", from, to], { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`cp ${from} ${to}: ${(r.stderr || "").trim() || `exit ${r.status}`}`);
 }
 
 async function bootOnce(o: QemuOptions): Promise<VmRun> {

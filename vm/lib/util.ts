@@ -210,6 +210,13 @@ export function rmrf(path: string): void {
 }
 
 /** A fresh directory under the scratch dir. */
+/** Copy a (sparse) disk image keeping it sparse; `dest` is replaced. */
+export function copySparse(src: string, dest: string): void {
+  mkdirSync(dirname(dest), { recursive: true });
+  rmrf(dest);
+  run(["cp", "--sparse=always", src, dest]);
+}
+
 export function makeScratch(prefix: string): string {
   const d = join(scratchDir(), `${prefix}-${Date.now().toString(36)}-${process.pid}-${Math.random().toString(36).slice(2, 6)}`);
   mkdirSync(d, { recursive: true });
