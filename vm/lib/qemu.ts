@@ -215,8 +215,7 @@ export function earlyKernelFault(r: VmRun): string | undefined {
 export async function runVm(o: QemuOptions): Promise<VmRun> {
   mkdirSync(o.runDir, { recursive: true });
   if (o.retryEarlyKernelFault === false) return bootOnce(o);
-  const vars = (o.firmware ?? "uefi") === "uefi" ? (o.vars ?? join(o.runDir, "vars.fd")) : undefined;
-  if (vars && !existsSync(vars)) copyFileSync(OVMF_VARS_TEMPLATE, vars);
+  const vars = varsFile(o);
   const saved: Array<[string, string]> = [];
   for (const f of [o.disk?.path, vars]) {
     if (!f || !existsSync(f)) continue;
@@ -242,15 +241,19 @@ export async function runVm(o: QemuOptions): Promise<VmRun> {
   }
 }
 
+/** The VM's OVMF VARS file (created from the template on first use), or undefined under SeaBIOS. */
+function varsFile(o: QemuOptions): string | undefined {
+  if ((o.firmware ?? "uefi") !== "uefi") return undefined;
+  const vars = o.vars ?? join(o.runDir, "vars.fd");
+  if (!existsSync(vars)) copyFileSync(OVMF_VARS_TEMPLATE, vars);
+  return vars;
+}
+
 async function bootOnce(o: QemuOptions): Promise<VmRun> {
   const consoleLog = join(o.runDir, `${o.name}.console.log`);
   const timedLog = join(o.runDir, `${o.name}.timed.log`);
   const reportLog = join(o.runDir, `${o.name}.report.log`);
-  let vars: string | undefined;
-  if ((o.firmware ?? "uefi") === "uefi") {
-    vars = o.vars ?? join(o.runDir, "vars.fd");
-    if (!existsSync(vars)) copyFileSync(OVMF_VARS_TEMPLATE, vars);
-  }
+  const vars = varsFile(o);
   writeFileSync(reportLog, "");
   const timeoutMs = o.timeoutMs ?? 600_000;
   const qargs = qemuArgs(o, vars, reportLog);
