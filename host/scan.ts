@@ -18,7 +18,7 @@
 // unreadable entry fails the scan first. One syncfs at the end makes the
 // objects durable before the caller writes an image referring to them.
 
-import { closeSync, constants as fsConstants, fchmodSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, writeSync } from "node:fs";
+import { closeSync, constants as fsConstants, fchmodSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync } from "node:fs";
 
 import { constants as osConstants } from "node:os";
 
